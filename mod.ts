@@ -7,3 +7,4 @@
 
 export * from "./src/errors.ts";
 export * from "./src/gguf/types.ts";
+export { DEFAULT_SAMPLING, Mt19937, Sampler, type SamplingParams } from "./src/sampling.ts";
