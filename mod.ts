@@ -7,4 +7,19 @@
 
 export * from "./src/errors.ts";
 export * from "./src/gguf/types.ts";
+export * from "./src/gguf/reader.ts";
+export * from "./src/gguf/writer.ts";
+export * from "./src/gguf/open.ts";
 export { DEFAULT_SAMPLING, Mt19937, Sampler, type SamplingParams } from "./src/sampling.ts";
+export {
+  openTorchCheckpoint,
+  openTorchStateDict,
+  readTorchFile,
+  readTorchStateDict,
+  readTorchTensor,
+  TORCH_DTYPE_BYTES,
+  type TorchDType,
+  type TorchTensor,
+  TorchTensorRef,
+} from "./src/torch/torch.ts";
+export { type ByteSource, bytesSource, FileSource } from "./src/torch/source.ts";
