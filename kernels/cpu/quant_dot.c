@@ -1,0 +1,592 @@
+// kernels/cpu/quant_dot.c: activation quantization (f32 -> Q8_0 / Q8_K) and the quantized dot
+// products Q4_0·Q8_0, Q8_0·Q8_0, Q6_K·Q8_K (shared/spec/q4_0.md §3-§4), plus the quantized
+// cases of pi_matmul (matrix-vector and matrix-matrix, threaded over rows).
+//
+// Accuracy stance: activation quantization is bit-exact with the spec on every path (the AVX2
+// path uses the same f32 operations and round-half-even as the scalar one). Dot products sum
+// exact per-block integers; only the f32 accumulation across blocks differs between the scalar
+// reference (block order) and AVX2 (8 lanes, fused multiply-add), so compare with a tolerance.
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pi.h"
+#include "pi_internal.h"
+#include "quant_dot.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define PI_QD_X86 1
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Runtime dispatch: pi_has_avx2() (core.c) says whether AVX2 + FMA + F16C are present.
+
+#define pi_qd_has_avx2 pi_has_avx2
+
+// ---------------------------------------------------------------------------------------------
+// Q8_0 activations: amax = max|x|, d = amax/127 (stored fp16), q = round_half_even(x * 127/amax)
+
+void pi_qd_quantize_q8_0_ref(const float *x, pi_block_q8_0 *y, int64_t n) {
+    const int64_t nb = n / PI_QK8_0;
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = x + b * PI_QK8_0;
+        float amax = 0.0f;
+        for (int j = 0; j < PI_QK8_0; j++) {
+            const float a = fabsf(xb[j]);
+            if (a > amax) amax = a;
+        }
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[b].d = pi_fp32_to_fp16(d);
+        for (int j = 0; j < PI_QK8_0; j++) {
+            const float v = xb[j] * id;
+            y[b].qs[j] = (int8_t) (int) nearbyintf(v); // default rounding mode: half to even
+        }
+    }
+}
+
+#if defined(PI_QD_X86)
+__attribute__((target("avx2,fma,f16c"))) static void quantize_q8_0_avx2(const float *x,
+                                                                         pi_block_q8_0 *y,
+                                                                         int64_t n) {
+    const int64_t nb = n / PI_QK8_0;
+    const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = x + b * PI_QK8_0;
+        __m256 v0 = _mm256_loadu_ps(xb);
+        __m256 v1 = _mm256_loadu_ps(xb + 8);
+        __m256 v2 = _mm256_loadu_ps(xb + 16);
+        __m256 v3 = _mm256_loadu_ps(xb + 24);
+        __m256 m = _mm256_andnot_ps(sign_bit, v0);
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign_bit, v1));
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign_bit, v2));
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign_bit, v3));
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[b].d = (uint16_t) _cvtss_sh(d, 0);
+        const __m256 mul = _mm256_set1_ps(id);
+        const int mode = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), mode));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), mode));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), mode));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), mode));
+        i0 = _mm256_packs_epi32(i0, i1); // lanes interleave per 128 bits; fixed below
+        i2 = _mm256_packs_epi32(i2, i3);
+        i0 = _mm256_packs_epi16(i0, i2);
+        const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        i0 = _mm256_permutevar8x32_epi32(i0, perm);
+        _mm256_storeu_si256((__m256i *) y[b].qs, i0);
+    }
+}
+#endif
+
+void pi_qd_quantize_q8_0(const float *x, pi_block_q8_0 *y, int64_t n) {
+#if defined(PI_QD_X86)
+    if (pi_qd_has_avx2()) {
+        quantize_q8_0_avx2(x, y, n);
+        return;
+    }
+#endif
+    pi_qd_quantize_q8_0_ref(x, y, n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q8_K activations (ggml reference; the x86 build uses it too)
+
+static inline int nearest_int(float fval) {
+    // round half to even through the 1.5 * 2^23 trick; valid for |fval| < 2^22
+    const float val = fval + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &val, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+void pi_qd_quantize_q8_k(const float *x, pi_block_q8_k *y, int64_t n) {
+    const int64_t nb = n / PI_QK_K;
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = x + b * PI_QK_K;
+        float amax = 0.0f, m = 0.0f;
+        for (int j = 0; j < PI_QK_K; j++) {
+            const float a = fabsf(xb[j]);
+            if (a > amax) {
+                amax = a;
+                m = xb[j];
+            }
+        }
+        if (amax == 0.0f) {
+            memset(&y[b], 0, sizeof(y[b]));
+            continue;
+        }
+        const float iscale = -128.0f / m;
+        for (int j = 0; j < PI_QK_K; j++) {
+            const int v = nearest_int(iscale * xb[j]);
+            y[b].qs[j] = (int8_t) (v < 127 ? v : 127);
+        }
+        for (int g = 0; g < PI_QK_K / 16; g++) {
+            int sum = 0;
+            for (int j = 0; j < 16; j++) sum += y[b].qs[g * 16 + j];
+            y[b].bsums[g] = (int16_t) sum;
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q4_0 · Q8_0
+
+float pi_qd_dot_q4_0_q8_0_ref(int64_t n, const void *vx, const void *vy) {
+    const pi_block_q4_0 *x = vx;
+    const pi_block_q8_0 *y = vy;
+    const int64_t nb = n / PI_QK8_0;
+    float sumf = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int sumi = 0;
+        for (int j = 0; j < 16; j++) {
+            const int v0 = (x[b].qs[j] & 0x0f) - 8;
+            const int v1 = (x[b].qs[j] >> 4) - 8;
+            sumi += v0 * y[b].qs[j] + v1 * y[b].qs[j + 16];
+        }
+        const float d = pi_fp16_to_fp32(x[b].d) * pi_fp16_to_fp32(y[b].d);
+        sumf += d * (float) sumi;
+    }
+    return sumf;
+}
+
+#if defined(PI_QD_X86)
+__attribute__((target("avx2,fma,f16c"))) static inline float hsum_avx(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// 32 Q4_0 values as signed bytes -8..7, element order (low nibbles, then high nibbles).
+__attribute__((target("avx2,fma,f16c"))) static inline __m256i unpack_q4_0(const uint8_t *qs) {
+    const __m128i t = _mm_loadu_si128((const __m128i *) qs);
+    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    const __m256i q = _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+    return _mm256_sub_epi8(q, _mm256_set1_epi8(8));
+}
+
+// Sum of the 32 signed byte products of x and y as 8 int32 lanes.
+__attribute__((target("avx2,fma,f16c"))) static inline __m256i dot_i8(__m256i x, __m256i y) {
+    const __m256i ax = _mm256_sign_epi8(x, x);
+    const __m256i sy = _mm256_sign_epi8(y, x);
+    const __m256i p16 = _mm256_maddubs_epi16(ax, sy);
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+__attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0_avx2(int64_t n,
+                                                                          const void *vx,
+                                                                          const void *vy) {
+    const pi_block_q4_0 *x = vx;
+    const pi_block_q8_0 *y = vy;
+    const int64_t nb = n / PI_QK8_0;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(x[b].d) * _cvtsh_ss(y[b].d));
+        const __m256 d1 = _mm256_set1_ps(_cvtsh_ss(x[b + 1].d) * _cvtsh_ss(y[b + 1].d));
+        const __m256i p0 =
+            dot_i8(unpack_q4_0(x[b].qs), _mm256_loadu_si256((const __m256i *) y[b].qs));
+        const __m256i p1 =
+            dot_i8(unpack_q4_0(x[b + 1].qs), _mm256_loadu_si256((const __m256i *) y[b + 1].qs));
+        acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
+        acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), acc1);
+    }
+    for (; b < nb; b++) {
+        const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(x[b].d) * _cvtsh_ss(y[b].d));
+        const __m256i p0 =
+            dot_i8(unpack_q4_0(x[b].qs), _mm256_loadu_si256((const __m256i *) y[b].qs));
+        acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
+    }
+    return hsum_avx(_mm256_add_ps(acc0, acc1));
+}
+
+// One Q4_0 row against 4 Q8_0 activation rows (stride `ys` blocks): the nibbles are unpacked
+// once per block and reused for every token.
+__attribute__((target("avx2,fma,f16c"))) static void dot_q4_0_q8_0_x4_avx2(
+    int64_t nb, const pi_block_q4_0 *x, const pi_block_q8_0 *y, int64_t ys, float *s) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i qx = unpack_q4_0(x[b].qs);
+        const __m256i ax = _mm256_sign_epi8(qx, qx);
+        const float dx = _cvtsh_ss(x[b].d);
+        const __m256i ones = _mm256_set1_epi16(1);
+#define PI_QD_STEP(k, acc)                                                                     \
+    do {                                                                                       \
+        const pi_block_q8_0 *yb = y + (k) * ys + b;                                            \
+        const __m256i sy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *) yb->qs), qx); \
+        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);              \
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * _cvtsh_ss(yb->d)), _mm256_cvtepi32_ps(p),    \
+                              acc);                                                            \
+    } while (0)
+        PI_QD_STEP(0, acc0);
+        PI_QD_STEP(1, acc1);
+        PI_QD_STEP(2, acc2);
+        PI_QD_STEP(3, acc3);
+#undef PI_QD_STEP
+    }
+    s[0] = hsum_avx(acc0);
+    s[1] = hsum_avx(acc1);
+    s[2] = hsum_avx(acc2);
+    s[3] = hsum_avx(acc3);
+}
+#endif
+
+float pi_qd_dot_q4_0_q8_0(int64_t n, const void *x, const void *y) {
+#if defined(PI_QD_X86)
+    if (pi_qd_has_avx2()) return dot_q4_0_q8_0_avx2(n, x, y);
+#endif
+    return pi_qd_dot_q4_0_q8_0_ref(n, x, y);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q8_0 · Q8_0
+
+float pi_qd_dot_q8_0_q8_0_ref(int64_t n, const void *vx, const void *vy) {
+    const pi_block_q8_0 *x = vx;
+    const pi_block_q8_0 *y = vy;
+    const int64_t nb = n / PI_QK8_0;
+    float sumf = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int sumi = 0;
+        for (int j = 0; j < 32; j++) sumi += x[b].qs[j] * y[b].qs[j];
+        const float d = pi_fp16_to_fp32(x[b].d) * pi_fp16_to_fp32(y[b].d);
+        sumf += d * (float) sumi;
+    }
+    return sumf;
+}
+
+#if defined(PI_QD_X86)
+__attribute__((target("avx2,fma,f16c"))) static float dot_q8_0_q8_0_avx2(int64_t n,
+                                                                          const void *vx,
+                                                                          const void *vy) {
+    const pi_block_q8_0 *x = vx;
+    const pi_block_q8_0 *y = vy;
+    const int64_t nb = n / PI_QK8_0;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(x[b].d) * _cvtsh_ss(y[b].d));
+        const __m256 d1 = _mm256_set1_ps(_cvtsh_ss(x[b + 1].d) * _cvtsh_ss(y[b + 1].d));
+        const __m256i p0 = dot_i8(_mm256_loadu_si256((const __m256i *) x[b].qs),
+                                  _mm256_loadu_si256((const __m256i *) y[b].qs));
+        const __m256i p1 = dot_i8(_mm256_loadu_si256((const __m256i *) x[b + 1].qs),
+                                  _mm256_loadu_si256((const __m256i *) y[b + 1].qs));
+        acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
+        acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), acc1);
+    }
+    for (; b < nb; b++) {
+        const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(x[b].d) * _cvtsh_ss(y[b].d));
+        const __m256i p0 = dot_i8(_mm256_loadu_si256((const __m256i *) x[b].qs),
+                                  _mm256_loadu_si256((const __m256i *) y[b].qs));
+        acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
+    }
+    return hsum_avx(_mm256_add_ps(acc0, acc1));
+}
+#endif
+
+float pi_qd_dot_q8_0_q8_0(int64_t n, const void *x, const void *y) {
+#if defined(PI_QD_X86)
+    if (pi_qd_has_avx2()) return dot_q8_0_q8_0_avx2(n, x, y);
+#endif
+    return pi_qd_dot_q8_0_q8_0_ref(n, x, y);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q6_K · Q8_K
+
+float pi_qd_dot_q6_k_q8_k_ref(int64_t n, const void *vx, const void *vy) {
+    const pi_block_q6_k *x = vx;
+    const pi_block_q8_k *y = vy;
+    const int64_t nb = n / PI_QK_K;
+    float sumf = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int8_t q[PI_QK_K];
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = x[b].ql + 64 * h;
+            const uint8_t *qh = x[b].qh + 32 * h;
+            int8_t *o = q + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                o[l] = (int8_t) (((ql[l] & 0xf) | (((qh[l] >> 0) & 3) << 4)) - 32);
+                o[l + 32] = (int8_t) (((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                o[l + 64] = (int8_t) (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                o[l + 96] = (int8_t) (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+            }
+        }
+        int sumi = 0;
+        for (int g = 0; g < 16; g++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += q[g * 16 + j] * y[b].qs[g * 16 + j];
+            sumi += x[b].scales[g] * s;
+        }
+        sumf += pi_fp16_to_fp32(x[b].d) * y[b].d * (float) sumi;
+    }
+    return sumf;
+}
+
+#if defined(PI_QD_X86)
+__attribute__((target("avx2,fma,f16c"))) static float dot_q6_k_q8_k_avx2(int64_t n,
+                                                                          const void *vx,
+                                                                          const void *vy) {
+    const pi_block_q6_k *x = vx;
+    const pi_block_q8_k *y = vy;
+    const int64_t nb = n / PI_QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i m3 = _mm256_set1_epi8(0x03);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const int8_t *sc = x[b].scales;
+        // Σ_g scale_g · 32 · Σ y_g: the offset of the unsigned 6-bit values, removed at the end
+        int corr = 0;
+        for (int g = 0; g < 16; g++) corr += sc[g] * y[b].bsums[g];
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = x[b].ql + 64 * h;
+            const uint8_t *qh = x[b].qh + 32 * h;
+            const int8_t *q8 = y[b].qs + 128 * h;
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *) ql);
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *) (ql + 32));
+            const __m256i hb = _mm256_loadu_si256((const __m256i *) qh);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
+            q[1] = _mm256_or_si256(
+                _mm256_and_si256(l1, m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
+            q[2] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
+            q[3] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
+            for (int k = 0; k < 4; k++) {
+                const __m256i yk = _mm256_loadu_si256((const __m256i *) (q8 + 32 * k));
+                const __m256i p16 = _mm256_maddubs_epi16(q[k], yk); // q in 0..63: no saturation
+                const __m256i s16 = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * k + 1]),
+                                                     _mm_set1_epi16(sc[8 * h + 2 * k]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, s16));
+            }
+        }
+        const float d = _cvtsh_ss(x[b].d) * y[b].d;
+        __m128i s4 = _mm_add_epi32(_mm256_extracti128_si256(sumi, 1), _mm256_castsi256_si128(sumi));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        const int total = _mm_cvtsi128_si32(s4) - 32 * corr;
+        acc = _mm256_add_ps(acc, _mm256_setr_ps(d * (float) total, 0, 0, 0, 0, 0, 0, 0));
+    }
+    return hsum_avx(acc);
+}
+#endif
+
+float pi_qd_dot_q6_k_q8_k(int64_t n, const void *x, const void *y) {
+#if defined(PI_QD_X86)
+    if (pi_qd_has_avx2()) return dot_q6_k_q8_k_avx2(n, x, y);
+#endif
+    return pi_qd_dot_q6_k_q8_k_ref(n, x, y);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantized matmul: out[t*n_rows + r] = dot(W row r, quantized x row t).
+
+enum { MM_Q4_0 = PI_TYPE_Q4_0, MM_Q8_0 = PI_TYPE_Q8_0, MM_Q6_K = PI_TYPE_Q6_K };
+
+typedef struct {
+    float *out;
+    const uint8_t *w;
+    size_t w_row_bytes;
+    const uint8_t *xq;
+    size_t xq_row_bytes;
+    int64_t n_rows;
+    int64_t n_cols;
+    int64_t n_tokens;
+    int type;
+    int use_ref;
+} mm_ctx;
+
+typedef float (*dot_fn)(int64_t n, const void *x, const void *y);
+
+static dot_fn mm_dot(int type, int use_ref) {
+    switch (type) {
+    case MM_Q4_0: return use_ref ? pi_qd_dot_q4_0_q8_0_ref : pi_qd_dot_q4_0_q8_0;
+    case MM_Q8_0: return use_ref ? pi_qd_dot_q8_0_q8_0_ref : pi_qd_dot_q8_0_q8_0;
+    default: return use_ref ? pi_qd_dot_q6_k_q8_k_ref : pi_qd_dot_q6_k_q8_k;
+    }
+}
+
+enum { MM_ROW_TILE = 16, MM_TOK_TILE = 4 };
+
+static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
+    (void) thread_index;
+    const mm_ctx *c = vctx;
+    const dot_fn dot = mm_dot(c->type, c->use_ref);
+#if defined(PI_QD_X86)
+    const int x4 = !c->use_ref && c->type == MM_Q4_0 && pi_qd_has_avx2();
+#endif
+    // Tile rows so a tile of weights stays in L1/L2 while every token passes over it.
+    for (int64_t r0 = i0; r0 < i1; r0 += MM_ROW_TILE) {
+        const int64_t r1 = r0 + MM_ROW_TILE < i1 ? r0 + MM_ROW_TILE : i1;
+        int64_t t = 0;
+#if defined(PI_QD_X86)
+        if (x4) {
+            const int64_t nb = c->n_cols / PI_QK8_0;
+            for (; t + MM_TOK_TILE <= c->n_tokens; t += MM_TOK_TILE) {
+                const pi_block_q8_0 *y = (const pi_block_q8_0 *) (c->xq + t * c->xq_row_bytes);
+                for (int64_t r = r0; r < r1; r++) {
+                    float s[4];
+                    dot_q4_0_q8_0_x4_avx2(nb, (const pi_block_q4_0 *) (c->w + r * c->w_row_bytes),
+                                          y, nb, s);
+                    for (int k = 0; k < 4; k++) c->out[(t + k) * c->n_rows + r] = s[k];
+                }
+            }
+        }
+#endif
+        for (; t < c->n_tokens; t++) {
+            const uint8_t *y = c->xq + t * c->xq_row_bytes;
+            float *o = c->out + t * c->n_rows;
+            for (int64_t r = r0; r < r1; r++) o[r] = dot(c->n_cols, c->w + r * c->w_row_bytes, y);
+        }
+    }
+}
+
+// Grow-only scratch for the quantized activations, owned by the calling thread.
+static _Thread_local void *mm_scratch;
+static _Thread_local size_t mm_scratch_bytes;
+
+void *pi_qd_scratch(size_t bytes) {
+    if (bytes <= mm_scratch_bytes) return mm_scratch;
+    bytes = (bytes + 63) & ~(size_t) 63;
+    void *p = aligned_alloc(64, bytes);
+    if (!p) return NULL;
+    free(mm_scratch);
+    mm_scratch = p;
+    mm_scratch_bytes = bytes;
+    return p;
+}
+
+static int matmul_quant(float *out, const void *w, int type, int64_t n_rows, int64_t n_cols,
+                        const float *x, int64_t n_tokens, int use_ref) {
+    const int64_t blk = type == MM_Q6_K ? PI_QK_K : PI_QK8_0;
+    if (!out || !w || !x || n_rows < 0 || n_cols <= 0 || n_tokens < 0) {
+        pi_set_error("pi_matmul: bad arguments (n_rows %lld, n_cols %lld, n_tokens %lld)",
+                     (long long) n_rows, (long long) n_cols, (long long) n_tokens);
+        return PI_ERR_ARG;
+    }
+    if (n_cols % blk != 0) {
+        pi_set_error("pi_matmul: n_cols %lld is not a multiple of the block size %lld",
+                     (long long) n_cols, (long long) blk);
+        return PI_ERR_SHAPE;
+    }
+    const int64_t nb = n_cols / blk;
+    const size_t w_row_bytes =
+        (size_t) nb * (type == MM_Q4_0 ? 18u : type == MM_Q8_0 ? 34u : 210u);
+    const size_t xq_row_bytes = (size_t) nb * (type == MM_Q6_K ? 292u : 34u);
+    uint8_t *xq = pi_qd_scratch(xq_row_bytes * (size_t) (n_tokens > 0 ? n_tokens : 1));
+    if (!xq) {
+        pi_set_error("pi_matmul: out of memory for %lld quantized activation rows",
+                     (long long) n_tokens);
+        return PI_ERR_NOMEM;
+    }
+    for (int64_t t = 0; t < n_tokens; t++) {
+        if (type == MM_Q6_K) {
+            pi_qd_quantize_q8_k(x + t * n_cols, (pi_block_q8_k *) (xq + t * xq_row_bytes), n_cols);
+        } else if (use_ref) {
+            pi_qd_quantize_q8_0_ref(x + t * n_cols, (pi_block_q8_0 *) (xq + t * xq_row_bytes),
+                                    n_cols);
+        } else {
+            pi_qd_quantize_q8_0(x + t * n_cols, (pi_block_q8_0 *) (xq + t * xq_row_bytes), n_cols);
+        }
+    }
+    mm_ctx c = {out, w, w_row_bytes, xq, xq_row_bytes, n_rows, n_cols, n_tokens, type, use_ref};
+    if (use_ref) {
+        mm_task(&c, 0, n_rows, 0);
+    } else {
+        pi_parallel_for(n_rows, 32, mm_task, &c);
+    }
+    return PI_OK;
+}
+
+int pi_matmul_q4_0(float *out, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
+                   int64_t n_tokens) {
+    return matmul_quant(out, w, MM_Q4_0, n_rows, n_cols, x, n_tokens, 0);
+}
+int pi_matmul_q4_0_ref(float *out, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
+                       int64_t n_tokens) {
+    return matmul_quant(out, w, MM_Q4_0, n_rows, n_cols, x, n_tokens, 1);
+}
+int pi_matmul_q8_0(float *out, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
+                   int64_t n_tokens) {
+    return matmul_quant(out, w, MM_Q8_0, n_rows, n_cols, x, n_tokens, 0);
+}
+int pi_matmul_q8_0_ref(float *out, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
+                       int64_t n_tokens) {
+    return matmul_quant(out, w, MM_Q8_0, n_rows, n_cols, x, n_tokens, 1);
+}
+int pi_matmul_q6_k(float *out, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
+                   int64_t n_tokens) {
+    return matmul_quant(out, w, MM_Q6_K, n_rows, n_cols, x, n_tokens, 0);
+}
+int pi_matmul_q6_k_ref(float *out, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
+                       int64_t n_tokens) {
+    return matmul_quant(out, w, MM_Q6_K, n_rows, n_cols, x, n_tokens, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exported entry points for tests and tools (ffi/symbols.ts).
+
+PI_API int pi_quantize_q8_0_act(const float *x, void *y, int64_t n) {
+    if (!x || !y || n < 0 || n % PI_QK8_0 != 0) {
+        pi_set_error("pi_quantize_q8_0_act: n %lld must be a multiple of 32", (long long) n);
+        return PI_ERR_SHAPE;
+    }
+    pi_qd_quantize_q8_0(x, y, n);
+    return PI_OK;
+}
+PI_API int pi_quantize_q8_0_act_ref(const float *x, void *y, int64_t n) {
+    if (!x || !y || n < 0 || n % PI_QK8_0 != 0) {
+        pi_set_error("pi_quantize_q8_0_act_ref: n %lld must be a multiple of 32", (long long) n);
+        return PI_ERR_SHAPE;
+    }
+    pi_qd_quantize_q8_0_ref(x, y, n);
+    return PI_OK;
+}
+PI_API int pi_quantize_q8_k_act(const float *x, void *y, int64_t n) {
+    if (!x || !y || n < 0 || n % PI_QK_K != 0) {
+        pi_set_error("pi_quantize_q8_k_act: n %lld must be a multiple of 256", (long long) n);
+        return PI_ERR_SHAPE;
+    }
+    pi_qd_quantize_q8_k(x, y, n);
+    return PI_OK;
+}
+
+// Dot product of one weight row of `type` (Q4_0, Q8_0, Q6_K) with an activation row already in
+// its vec-dot type; n elements. Writes *out; status as usual.
+static int vec_dot(int32_t type, int64_t n, const void *x, const void *y, float *out, int ref) {
+    const int64_t blk = type == MM_Q6_K ? PI_QK_K : PI_QK8_0;
+    if (!x || !y || !out || n < 0 || n % blk != 0) {
+        pi_set_error("pi_vec_dot: n %lld must be a multiple of %lld", (long long) n,
+                     (long long) blk);
+        return PI_ERR_SHAPE;
+    }
+    if (type != MM_Q4_0 && type != MM_Q8_0 && type != MM_Q6_K) {
+        pi_set_error("pi_vec_dot: unsupported weight type %d", (int) type);
+        return PI_ERR_TYPE;
+    }
+    *out = mm_dot(type, ref)(n, x, y);
+    return PI_OK;
+}
+PI_API int pi_vec_dot_quant(int32_t type, int64_t n, const void *x, const void *y, float *out) {
+    return vec_dot(type, n, x, y, out, 0);
+}
+PI_API int pi_vec_dot_quant_ref(int32_t type, int64_t n, const void *x, const void *y,
+                                float *out) {
+    return vec_dot(type, n, x, y, out, 1);
+}

@@ -1,0 +1,62 @@
+// kernels/cpu/quant_dot.h: ggml block layouts (shared/spec/q4_0.md §1) and the
+// quantized dot products of quant_dot.c, for the other CPU kernels (sparse.c, quant.c).
+#ifndef PI_QUANT_DOT_H
+#define PI_QUANT_DOT_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "pi_internal.h"
+
+#define PI_QK4_0 32
+#define PI_QK8_0 32
+#define PI_QK_K 256
+
+typedef struct {
+    uint16_t d;     // fp16 scale
+    uint8_t qs[16]; // element j = low nibble of qs[j], element j+16 = high nibble
+} pi_block_q4_0;
+_Static_assert(sizeof(pi_block_q4_0) == 18, "q4_0 block");
+
+typedef struct {
+    uint16_t d; // fp16 scale
+    int8_t qs[32];
+} pi_block_q8_0;
+_Static_assert(sizeof(pi_block_q8_0) == 34, "q8_0 block");
+
+typedef struct {
+    uint8_t ql[128];
+    uint8_t qh[64];
+    int8_t scales[16];
+    uint16_t d; // fp16 super-scale, last
+} pi_block_q6_k;
+_Static_assert(sizeof(pi_block_q6_k) == 210, "q6_k block");
+
+typedef struct {
+    float d; // f32, not fp16
+    int8_t qs[256];
+    int16_t bsums[16];
+} pi_block_q8_k;
+_Static_assert(sizeof(pi_block_q8_k) == 292, "q8_k block");
+
+// Activation quantizers (q4_0.md §3): Q8_0 in PowerInfer's x86 activation variant
+// (d = amax/127 stored fp16, multiplier 127/amax, round half to even), Q8_K as ggml.
+// n must be a multiple of the block size.
+void pi_qd_quantize_q8_0(const float *x, pi_block_q8_0 *y, int64_t n);
+void pi_qd_quantize_q8_0_ref(const float *x, pi_block_q8_0 *y, int64_t n);
+void pi_qd_quantize_q8_k(const float *x, pi_block_q8_k *y, int64_t n);
+
+// Dot products of n elements (n a multiple of the block size); runtime-dispatched and scalar.
+float pi_qd_dot_q4_0_q8_0(int64_t n, const void *x, const void *y);
+float pi_qd_dot_q4_0_q8_0_ref(int64_t n, const void *x, const void *y);
+float pi_qd_dot_q8_0_q8_0(int64_t n, const void *x, const void *y);
+float pi_qd_dot_q8_0_q8_0_ref(int64_t n, const void *x, const void *y);
+float pi_qd_dot_q6_k_q8_k(int64_t n, const void *x, const void *y);
+float pi_qd_dot_q6_k_q8_k_ref(int64_t n, const void *x, const void *y);
+
+// Grow-only scratch buffer owned by the calling thread (64-byte aligned; NULL on failure).
+// Valid until the next call on the same thread.
+void *pi_qd_scratch(size_t bytes);
+
+#endif
