@@ -87,6 +87,54 @@ export function ggufValueTypeName(type: number): string {
 // ignoreBOM: a token may be exactly U+FEFF (the LLaMA vocab has one); it must not be stripped.
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
+/** Strings up to this many bytes are decoded in JS (a TextDecoder call costs more for them). */
+const SHORT_STRING_BYTES = 64;
+const shortUnits = new Uint16Array(SHORT_STRING_BYTES * 2);
+
+/**
+ * Decodes well-formed UTF-8 of at most SHORT_STRING_BYTES bytes, or returns undefined for anything
+ * else (the caller then uses the fatal TextDecoder, which reports the error). Accepts exactly what
+ * a fatal decoder accepts: no overlongs, no surrogates, nothing above U+10FFFF.
+ */
+function decodeShortUtf8(b: Uint8Array, at: number, n: number): string | undefined {
+  let u = 0;
+  const end = at + n;
+  while (at < end) {
+    const c = b[at++]!;
+    if (c < 0x80) {
+      shortUnits[u++] = c;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      if (at >= end) return undefined;
+      const c1 = b[at++]!;
+      if ((c1 & 0xc0) !== 0x80) return undefined;
+      shortUnits[u++] = ((c & 0x1f) << 6) | (c1 & 0x3f);
+    } else if (c >= 0xe0 && c <= 0xef) {
+      if (at + 1 >= end) return undefined;
+      const c1 = b[at++]!;
+      const c2 = b[at++]!;
+      const lo = c === 0xe0 ? 0xa0 : 0x80;
+      const hi = c === 0xed ? 0x9f : 0xbf;
+      if (c1 < lo || c1 > hi || (c2 & 0xc0) !== 0x80) return undefined;
+      shortUnits[u++] = ((c & 0x0f) << 12) | ((c1 & 0x3f) << 6) | (c2 & 0x3f);
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      if (at + 2 >= end) return undefined;
+      const c1 = b[at++]!;
+      const c2 = b[at++]!;
+      const c3 = b[at++]!;
+      const lo = c === 0xf0 ? 0x90 : 0x80;
+      const hi = c === 0xf4 ? 0x8f : 0xbf;
+      if (c1 < lo || c1 > hi || (c2 & 0xc0) !== 0x80 || (c3 & 0xc0) !== 0x80) return undefined;
+      const cp = (((c & 0x07) << 18) | ((c1 & 0x3f) << 12) | ((c2 & 0x3f) << 6) | (c3 & 0x3f)) -
+        0x10000;
+      shortUnits[u++] = 0xd800 | (cp >> 10);
+      shortUnits[u++] = 0xdc00 | (cp & 0x3ff);
+    } else {
+      return undefined;
+    }
+  }
+  return String.fromCharCode.apply(null, shortUnits.subarray(0, u) as unknown as number[]);
+}
+
 /** Sequential little-endian reader over a byte source, windowed so a mapping is read lazily. */
 class Cursor {
   readonly size: number;
@@ -172,16 +220,9 @@ class Cursor {
     this.need(n, what);
     const at = this.pos - this.#base;
     this.pos += n;
-    const buf = this.#buf;
-    // ASCII fast path: short pure-ASCII strings (most keys and tokens) skip the decoder call.
-    if (n <= 24) {
-      let s = "";
-      for (let i = at; i < at + n; i++) {
-        const c = buf[i]!;
-        if (c >= 0x80) return this.#decode(at, n, start, what);
-        s += String.fromCharCode(c);
-      }
-      return s;
+    if (n <= SHORT_STRING_BYTES) {
+      const fast = decodeShortUtf8(this.#buf, at, n);
+      if (fast !== undefined) return fast;
     }
     return this.#decode(at, n, start, what);
   }
@@ -192,6 +233,55 @@ class Cursor {
     } catch (cause) {
       throw new GgufFormatError(`Invalid UTF-8 in ${what}`, start, { cause });
     }
+  }
+
+  /** `n` payloads of scalar `type`; fixed-size types are bounds-checked once. */
+  array(type: GgufValueType, n: number, what: string): GgufScalar[] {
+    const out: GgufScalar[] = new Array(n);
+    const size = VALUE_TYPE_MIN_BYTES[type]!;
+    if (type === GgufValueType.STRING || type === GgufValueType.BOOL) {
+      for (let i = 0; i < n; i++) out[i] = this.scalar(type, what);
+      return out;
+    }
+    this.need(n * size, what);
+    const dv = this.#dv;
+    const at = this.pos - this.#base;
+    this.pos += n * size;
+    switch (type) {
+      case GgufValueType.UINT8:
+        for (let i = 0; i < n; i++) out[i] = dv.getUint8(at + i);
+        break;
+      case GgufValueType.INT8:
+        for (let i = 0; i < n; i++) out[i] = dv.getInt8(at + i);
+        break;
+      case GgufValueType.UINT16:
+        for (let i = 0; i < n; i++) out[i] = dv.getUint16(at + 2 * i, true);
+        break;
+      case GgufValueType.INT16:
+        for (let i = 0; i < n; i++) out[i] = dv.getInt16(at + 2 * i, true);
+        break;
+      case GgufValueType.UINT32:
+        for (let i = 0; i < n; i++) out[i] = dv.getUint32(at + 4 * i, true);
+        break;
+      case GgufValueType.INT32:
+        for (let i = 0; i < n; i++) out[i] = dv.getInt32(at + 4 * i, true);
+        break;
+      case GgufValueType.FLOAT32:
+        for (let i = 0; i < n; i++) out[i] = dv.getFloat32(at + 4 * i, true);
+        break;
+      case GgufValueType.UINT64:
+        for (let i = 0; i < n; i++) out[i] = dv.getBigUint64(at + 8 * i, true);
+        break;
+      case GgufValueType.INT64:
+        for (let i = 0; i < n; i++) out[i] = dv.getBigInt64(at + 8 * i, true);
+        break;
+      case GgufValueType.FLOAT64:
+        for (let i = 0; i < n; i++) out[i] = dv.getFloat64(at + 8 * i, true);
+        break;
+      default:
+        throw new GgufFormatError(`Unknown value type ${type} in ${what}`, this.pos);
+    }
+    return out;
   }
 
   /** One scalar payload of `type` (never ARRAY). */
@@ -292,9 +382,7 @@ function readKv(cur: Cursor): GgufKv {
       countAt,
     );
   }
-  const value: GgufScalar[] = new Array(n);
-  for (let i = 0; i < n; i++) value[i] = cur.scalar(elementType, what);
-  return { key, type, elementType, value };
+  return { key, type, elementType, value: cur.array(elementType, n, what) };
 }
 
 function readTensorInfo(cur: Cursor, alignment: number): GgufTensorInfo & { at: number } {
