@@ -1,6 +1,6 @@
 // GGUF reader: every shared fixture, concrete values, hand-written layouts and every validation.
 import { deepStrictEqual, equal, match, ok, throws } from "node:assert/strict";
-import { GgufFormatError, ModelConfigError } from "../src/errors.ts";
+import { GgufFormatError, MappedFileError, ModelConfigError } from "../src/errors.ts";
 import { GgmlType, GgufValueType } from "../src/gguf/types.ts";
 import { parseGguf } from "../src/gguf/reader.ts";
 import { openGguf } from "../src/gguf/open.ts";
@@ -160,10 +160,16 @@ Deno.test("GgufFile typed getters throw ModelConfigError on another type", () =>
 
 Deno.test("openGguf() tensorData after close throws", () => {
   const file = openGguf(sharedFixture("fortune-relu/fortune-relu.q4.powerinfer.gguf"));
-  equal(file.tensorData("output_norm.weight").length, 768);
+  const view = file.tensorData("output_norm.weight");
+  equal(view.length, 768);
   file.close();
   file.close();
+  equal(view.length, 0); // detached with the mapping, never dangling
   throws(() => file.tensorData("output_norm.weight"), GgufFormatError);
+});
+
+Deno.test("openGguf() throws MappedFileError for a missing file", () => {
+  throws(() => openGguf("/nonexistent/model.gguf"), MappedFileError);
 });
 
 // ---------------------------------------------------------------------------------------------

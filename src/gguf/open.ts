@@ -1,63 +1,43 @@
 /**
- * Opening GGUF/PWRI files from disk.
+ * Opening GGUF/PWRI files from disk through a read-only memory mapping (ffi/mapped_file.ts).
  *
- * TEMPORARY: until `ffi/mapped_file.ts` (H-foundation) lands, files are read with positioned
- * reads: the header through 1 MiB windows, each tensor copied on `tensorData`. The contract
- * (zero-copy views of a mapping) is restored when `openGguf` switches to `MappedFile`.
+ * Only the header pages are read while parsing; each `tensorData()` is a zero-copy view of the
+ * mapping, so a multi-GB model costs no copies and its pages are faulted in only when a kernel
+ * reads them.
  *
  * @module
  */
 
-import { MappedFileError } from "../errors.ts";
-import { type GgufByteSource, type GgufFile, parseGgufSource } from "./reader.ts";
-
-class FileReadSource implements GgufByteSource {
-  readonly byteLength: number;
-  #file: Deno.FsFile | undefined;
-
-  constructor(readonly path: string) {
-    try {
-      this.#file = Deno.openSync(path, { read: true });
-    } catch (cause) {
-      throw new MappedFileError(`Cannot open ${path}`, { cause });
-    }
-    this.byteLength = this.#file.statSync().size;
-  }
-
-  view(offsetBytes: number, byteLength: number): Uint8Array {
-    const file = this.#file;
-    if (!file) throw new MappedFileError(`Cannot read ${this.path}: it was closed`);
-    const out = new Uint8Array(byteLength);
-    file.seekSync(offsetBytes, Deno.SeekMode.Start);
-    let done = 0;
-    while (done < byteLength) {
-      const n = file.readSync(out.subarray(done));
-      if (n === null) throw new MappedFileError(`Unexpected end of ${this.path}`);
-      done += n;
-    }
-    return out;
-  }
-
-  close(): void {
-    this.#file?.close();
-    this.#file = undefined;
-  }
-}
+import { MappedFile } from "../../ffi/mapped_file.ts";
+import { type GgufFile, parseGgufSource } from "./reader.ts";
 
 /**
- * Opens a GGUF/PWRI file and parses its header; only the header region is read.
+ * Maps a GGUF/PWRI file and parses its header; only the header region is read.
  *
  * @param path File to open.
- * @returns The parsed file; close it (or `using`) to release the file.
- * @throws {MappedFileError} If the file cannot be opened.
+ * @returns The parsed file; closing it (or `using`) unmaps the file, after which views handed
+ * out by `tensorData()` are detached (empty) and `tensorData()` throws.
+ * @throws {MappedFileError} If the file cannot be opened or mapped.
+ * @throws {NativeLibraryError} If the kernel library cannot be loaded (`deno task build`).
  * @throws {GgufFormatError} If it is not a valid GGUF v2/v3 or PWRI file.
+ *
+ * @example Read a model's header
+ * ```ts ignore
+ * import { openGguf } from "./open.ts";
+ * using file = openGguf("tiny.powerinfer.f16.gguf");
+ * console.log(file.kind, file.getU32("llama.embedding_length"));
+ * ```
  */
 export function openGguf(path: string): GgufFile {
-  const source = new FileReadSource(path);
+  const mapped = MappedFile.open(path);
   try {
-    return parseGgufSource(source);
+    return parseGgufSource({
+      byteLength: mapped.byteLength,
+      view: (offsetBytes, byteLength) => mapped.view(offsetBytes, byteLength),
+      close: () => mapped.close(),
+    });
   } catch (error) {
-    source.close();
+    mapped.close();
     throw error;
   }
 }
