@@ -1,0 +1,678 @@
+// kernels/cpu/sparse.c: PowerInfer's neuron-aware sparse FFN ops (shared/spec/model.md §6.4),
+// CPU side, for F32 / F16 / Q4_0 / Q8_0 weights.
+//
+// - pi_sparse_matmul: out[t,j] = dot(W[j], x[t]) for active cold neurons (pred[t,j] >= T and
+//   not gpu_idx[j]), else exactly 0. x converted to W's vec-dot type (q4_0.md §4).
+// - pi_sparse_axpy: out[t] = Σ_{j active, ascending} a[t,j] · Wt[j] over the rows of the
+//   transposed down projection, with the skip rules of model.md §6.4 (converted a == 0).
+// - pi_sparse_ffn: one layer's whole sparse FFN in one call (predictor, gather-dot of gate and
+//   up, ReLU product, axpy), so a token costs one FFI call per layer.
+//
+// Determinism: every output element is owned by exactly one thread and computed in a fixed
+// order (dots: one thread per row; axpy: threads own column ranges whose boundaries are
+// multiples of 32, rows are added in ascending neuron order), so the bits do not depend on the
+// thread count. The AVX2 paths use fused multiply-adds and 8-lane sums; the _ref twins are plain
+// scalar loops (products rounded, then added) and agree to a tolerance (tests/sparse_test.ts).
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pi.h"
+#include "pi_internal.h"
+#include "quant_dot.h"
+
+// ---------------------------------------------------------------------------------------------
+// Per-thread scratch slots (grow-only, 64-byte aligned)
+
+enum { SCR_X, SCR_LIST, SCR_COEF, SCR_SCALE, SCR_HIDDEN, SCR_ACT, SCR_AQ, SCR_N };
+static _Thread_local void *scr_ptr[SCR_N];
+static _Thread_local size_t scr_bytes[SCR_N];
+
+static void *scr(int slot, size_t bytes) {
+    if (bytes == 0) bytes = 64;
+    if (bytes <= scr_bytes[slot]) return scr_ptr[slot];
+    bytes = (bytes + 63) & ~(size_t) 63;
+    void *p = aligned_alloc(64, bytes);
+    if (!p) return NULL;
+    free(scr_ptr[slot]);
+    scr_ptr[slot] = p;
+    scr_bytes[slot] = bytes;
+    return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight formats
+
+typedef struct {
+    int type;
+    int64_t block;      // elements per block
+    size_t block_bytes; // bytes per block
+} wfmt;
+
+static int wfmt_get(int32_t type, wfmt *f) {
+    switch (type) {
+    case PI_TYPE_F32: *f = (wfmt){type, 1, 4}; return 1;
+    case PI_TYPE_F16: *f = (wfmt){type, 1, 2}; return 1;
+    case PI_TYPE_Q4_0: *f = (wfmt){type, 32, 18}; return 1;
+    case PI_TYPE_Q8_0: *f = (wfmt){type, 32, 34}; return 1;
+    default: return 0;
+    }
+}
+
+static size_t row_bytes(const wfmt *f, int64_t n) { return (size_t) (n / f->block) * f->block_bytes; }
+
+// Bytes of one activation row converted to W's vec-dot type: f32 (F32, F16 rounded values kept
+// as f32) or Q8_0 blocks.
+static size_t xrow_bytes(const wfmt *f, int64_t n) {
+    return f->block == 1 ? (size_t) n * 4 : (size_t) (n / 32) * sizeof(pi_block_q8_0);
+}
+
+// F16 weights: x is rounded to fp16 once (kept as f32 values, exactly representable).
+static void convert_x(const wfmt *f, const float *x, int64_t n, void *dst, int ref) {
+    if (f->type == PI_TYPE_F32) {
+        memcpy(dst, x, (size_t) n * 4);
+    } else if (f->type == PI_TYPE_F16) {
+        float *o = dst;
+        for (int64_t i = 0; i < n; i++) o[i] = pi_fp16_to_fp32(pi_fp32_to_fp16(x[i]));
+    } else if (ref) {
+        pi_qd_quantize_q8_0_ref(x, dst, n);
+    } else {
+        pi_qd_quantize_q8_0(x, dst, n);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row dots (W row · converted x)
+
+static float dot_f32_ref(const float *w, const float *x, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+static float dot_f16_ref(const uint16_t *w, const float *x, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += pi_fp16_to_fp32(w[i]) * x[i];
+    return s;
+}
+
+#if PI_X86
+PI_TARGET_AVX2 static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+PI_TARGET_AVX2 static float dot_f32_avx2(const float *w, const float *x, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), s3);
+    }
+    float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+PI_TARGET_AVX2 static float dot_f16_avx2(const uint16_t *w, const float *x, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+#define LDH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (p)))
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(LDH(w + i), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(LDH(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+        s2 = _mm256_fmadd_ps(LDH(w + i + 16), _mm256_loadu_ps(x + i + 16), s2);
+        s3 = _mm256_fmadd_ps(LDH(w + i + 24), _mm256_loadu_ps(x + i + 24), s3);
+    }
+#undef LDH
+    float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) s += pi_fp16_to_fp32(w[i]) * x[i];
+    return s;
+}
+#endif
+
+static float row_dot(int type, int simd, const void *w, const void *x, int64_t n) {
+#if PI_X86
+    if (simd) {
+        switch (type) {
+        case PI_TYPE_F32: return dot_f32_avx2(w, x, n);
+        case PI_TYPE_F16: return dot_f16_avx2(w, x, n);
+        case PI_TYPE_Q4_0: return pi_qd_dot_q4_0_q8_0(n, w, x);
+        default: return pi_qd_dot_q8_0_q8_0(n, w, x);
+        }
+    }
+#endif
+    switch (type) {
+    case PI_TYPE_F32: return dot_f32_ref(w, x, n);
+    case PI_TYPE_F16: return dot_f16_ref(w, x, n);
+    case PI_TYPE_Q4_0: return pi_qd_dot_q4_0_q8_0_ref(n, w, x);
+    default: return pi_qd_dot_q8_0_q8_0_ref(n, w, x);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sparse matmul
+
+typedef struct {
+    float *out;
+    const uint8_t *w;
+    size_t wrow;
+    const uint8_t *xc; // converted activations [n_tokens] rows of xrow bytes
+    size_t xrow;
+    int64_t n_rows, n_cols, n_tokens;
+    const float *pred;
+    float threshold;
+    const uint8_t *gpu_idx;
+    const int32_t *list; // n_tokens == 1: active rows
+    int type, simd;
+} smm_ctx;
+
+static void smm_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
+    (void) thread_index;
+    const smm_ctx *c = vc;
+    for (int64_t i = i0; i < i1; i++) {
+        const int64_t r = c->list[i];
+        c->out[r] = row_dot(c->type, c->simd, c->w + (size_t) r * c->wrow, c->xc, c->n_cols);
+    }
+}
+
+static void smm_rows_task(void *vc, int64_t r0, int64_t r1, int thread_index) {
+    (void) thread_index;
+    const smm_ctx *c = vc;
+    for (int64_t r = r0; r < r1; r++) {
+        const int hot = c->gpu_idx && c->gpu_idx[r];
+        for (int64_t t = 0; t < c->n_tokens; t++) {
+            float v = 0.0f;
+            if (!hot && c->pred[t * c->n_rows + r] >= c->threshold) {
+                v = row_dot(c->type, c->simd, c->w + (size_t) r * c->wrow, c->xc + t * c->xrow,
+                            c->n_cols);
+            }
+            c->out[t * c->n_rows + r] = v;
+        }
+    }
+}
+
+static int64_t active_list(int32_t *list, const float *pred, int64_t n, float threshold,
+                           const uint8_t *gpu_idx) {
+    int64_t k = 0;
+    if (gpu_idx) {
+        for (int64_t j = 0; j < n; j++) {
+            if (pred[j] >= threshold && !gpu_idx[j]) list[k++] = (int32_t) j;
+        }
+    } else {
+        for (int64_t j = 0; j < n; j++) {
+            if (pred[j] >= threshold) list[k++] = (int32_t) j;
+        }
+    }
+    return k;
+}
+
+static int check_common(const char *name, const void *out, const void *w, int32_t type,
+                        int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tokens,
+                        const float *pred, wfmt *f) {
+    if (!wfmt_get(type, f)) {
+        return PI_FAIL(PI_ERR_TYPE, "%s: weight type %d is not supported (F32, F16, Q4_0, Q8_0)",
+                       name, type);
+    }
+    if (n_rows < 0 || n_cols <= 0 || n_tokens < 0) {
+        return PI_FAIL(PI_ERR_SHAPE, "%s: n_rows %lld, n_cols %lld, n_tokens %lld", name,
+                       (long long) n_rows, (long long) n_cols, (long long) n_tokens);
+    }
+    if (n_rows > INT32_MAX) return PI_FAIL(PI_ERR_SHAPE, "%s: too many rows", name);
+    if (n_rows > 0 && n_tokens > 0 && (!out || !w || !x || !pred)) {
+        return PI_FAIL(PI_ERR_ARG, "%s: NULL buffer", name);
+    }
+    return PI_OK;
+}
+
+static int sparse_matmul(const char *name, float *out, const void *w, int32_t type,
+                         int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tokens,
+                         const float *pred, float threshold, const uint8_t *gpu_idx, int ref) {
+    wfmt f;
+    int st = check_common(name, out, w, type, n_rows, n_cols, x, n_tokens, pred, &f);
+    if (st != PI_OK) return st;
+    if (n_cols % f.block != 0) {
+        return PI_FAIL(PI_ERR_SHAPE, "%s: n_cols %lld is not a multiple of %lld", name,
+                       (long long) n_cols, (long long) f.block);
+    }
+    if (n_rows == 0 || n_tokens == 0) return PI_OK;
+    const size_t xrow = xrow_bytes(&f, n_cols);
+    uint8_t *xc = scr(SCR_X, xrow * (size_t) n_tokens);
+    int32_t *list = n_tokens == 1 ? scr(SCR_LIST, (size_t) n_rows * 4) : NULL;
+    if (!xc || (n_tokens == 1 && !list)) return PI_FAIL(PI_ERR_NOMEM, "%s: out of memory", name);
+    for (int64_t t = 0; t < n_tokens; t++) convert_x(&f, x + t * n_cols, n_cols, xc + t * xrow, ref);
+    smm_ctx c = {out, w, row_bytes(&f, n_cols), xc, xrow, n_rows, n_cols, n_tokens,
+                 pred, threshold, gpu_idx, list, type, !ref && pi_has_avx2()};
+    if (n_tokens == 1) {
+        const int64_t k = active_list(list, pred, n_rows, threshold, gpu_idx);
+        memset(out, 0, (size_t) n_rows * sizeof(float));
+        if (ref) {
+            smm_list_task(&c, 0, k, 0);
+        } else {
+            pi_parallel_for(k, 16, smm_list_task, &c);
+        }
+    } else if (ref) {
+        smm_rows_task(&c, 0, n_rows, 0);
+    } else {
+        pi_parallel_for(n_rows, 32, smm_rows_task, &c);
+    }
+    return PI_OK;
+}
+
+PI_API int pi_sparse_matmul(float *out, const void *w, int32_t type, int64_t n_rows,
+                            int64_t n_cols, const float *x, int64_t n_tokens, const float *pred,
+                            float threshold, const uint8_t *gpu_idx) {
+    return sparse_matmul("pi_sparse_matmul", out, w, type, n_rows, n_cols, x, n_tokens, pred,
+                         threshold, gpu_idx, 0);
+}
+
+PI_API int pi_sparse_matmul_ref(float *out, const void *w, int32_t type, int64_t n_rows,
+                                int64_t n_cols, const float *x, int64_t n_tokens,
+                                const float *pred, float threshold, const uint8_t *gpu_idx) {
+    return sparse_matmul("pi_sparse_matmul_ref", out, w, type, n_rows, n_cols, x, n_tokens, pred,
+                         threshold, gpu_idx, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sparse axpy: out[t] = Σ_j coef_j · Wt[j] over the rows that survive the skip rules.
+// Per token the surviving rows form a list (ascending j) with, per entry, a multiplier `m`:
+// F32: a; F16: fp16(a) as f32; Q4_0/Q8_0: the int8 Q8_0 code b of a[j] (as f32) and the
+// block's scale s (f32), so that out[k] += ((q_k·b) · (dx·s)).
+
+typedef struct {
+    float *out;
+    const uint8_t *w;
+    size_t wrow;
+    int64_t n_cols, n_tokens;
+    const int32_t *list;  // concatenated per-token lists
+    const int64_t *start; // [n_tokens + 1] offsets into list
+    const float *m;       // multiplier per list entry
+    const float *s;       // Q types: activation block scale per entry
+    int type, simd;
+} sax_ctx;
+
+static void axpy_rows_ref(const sax_ctx *c, float *o, int64_t e0, int64_t e1, int64_t c0,
+                          int64_t c1) {
+    for (int64_t e = e0; e < e1; e++) {
+        const uint8_t *row = c->w + (size_t) c->list[e] * c->wrow;
+        const float m = c->m[e];
+        switch (c->type) {
+        case PI_TYPE_F32: {
+            const float *w = (const float *) row;
+            for (int64_t k = c0; k < c1; k++) o[k] = o[k] + w[k] * m;
+            break;
+        }
+        case PI_TYPE_F16: {
+            const uint16_t *w = (const uint16_t *) row;
+            for (int64_t k = c0; k < c1; k++) o[k] = o[k] + pi_fp16_to_fp32(w[k]) * m;
+            break;
+        }
+        case PI_TYPE_Q4_0: {
+            const pi_block_q4_0 *wb = (const pi_block_q4_0 *) row;
+            for (int64_t b = c0 / 32; b < c1 / 32; b++) {
+                const float ds = pi_fp16_to_fp32(wb[b].d) * c->s[e];
+                float *ob = o + b * 32;
+                for (int j = 0; j < 16; j++) {
+                    const float p0 = (float) ((wb[b].qs[j] & 0x0f) - 8) * m;
+                    const float p1 = (float) ((wb[b].qs[j] >> 4) - 8) * m;
+                    ob[j] = ob[j] + p0 * ds;
+                    ob[j + 16] = ob[j + 16] + p1 * ds;
+                }
+            }
+            break;
+        }
+        default: {
+            const pi_block_q8_0 *wb = (const pi_block_q8_0 *) row;
+            for (int64_t b = c0 / 32; b < c1 / 32; b++) {
+                const float ds = pi_fp16_to_fp32(wb[b].d) * c->s[e];
+                float *ob = o + b * 32;
+                for (int j = 0; j < 32; j++) ob[j] = ob[j] + ((float) wb[b].qs[j] * m) * ds;
+            }
+            break;
+        }
+        }
+    }
+}
+
+#if PI_X86
+// Two rows per pass: each element still gets row e's update before row e+1's (same bits as one
+// row at a time), but `out` is loaded and stored half as often.
+PI_TARGET_AVX2 static void axpy_rows_avx2(const sax_ctx *c, float *o, int64_t e0, int64_t e1,
+                                          int64_t c0, int64_t c1) {
+    int64_t e = e0;
+    if (c->type == PI_TYPE_F16) {
+        const int64_t cv = c0 + ((c1 - c0) & ~(int64_t) 7);
+        for (; e + 1 < e1; e += 2) {
+            const uint16_t *w0 = (const uint16_t *) (c->w + (size_t) c->list[e] * c->wrow);
+            const uint16_t *w1 = (const uint16_t *) (c->w + (size_t) c->list[e + 1] * c->wrow);
+            const __m256 m0 = _mm256_set1_ps(c->m[e]), m1 = _mm256_set1_ps(c->m[e + 1]);
+            for (int64_t k = c0; k < cv; k += 8) {
+                __m256 v = _mm256_loadu_ps(o + k);
+                v = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (w0 + k))),
+                                    m0, v);
+                v = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (w1 + k))),
+                                    m1, v);
+                _mm256_storeu_ps(o + k, v);
+            }
+            for (int64_t k = cv; k < c1; k++) {
+                o[k] = fmaf(pi_fp16_to_fp32(w0[k]), c->m[e], o[k]);
+                o[k] = fmaf(pi_fp16_to_fp32(w1[k]), c->m[e + 1], o[k]);
+            }
+        }
+        for (; e < e1; e++) {
+            const uint16_t *w0 = (const uint16_t *) (c->w + (size_t) c->list[e] * c->wrow);
+            const __m256 m0 = _mm256_set1_ps(c->m[e]);
+            for (int64_t k = c0; k < cv; k += 8) {
+                __m256 v = _mm256_loadu_ps(o + k);
+                v = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (w0 + k))),
+                                    m0, v);
+                _mm256_storeu_ps(o + k, v);
+            }
+            for (int64_t k = cv; k < c1; k++) o[k] = fmaf(pi_fp16_to_fp32(w0[k]), c->m[e], o[k]);
+        }
+        return;
+    }
+    if (c->type == PI_TYPE_F32) {
+        const int64_t cv = c0 + ((c1 - c0) & ~(int64_t) 7);
+        for (; e < e1; e++) {
+            const float *w0 = (const float *) (c->w + (size_t) c->list[e] * c->wrow);
+            const __m256 m0 = _mm256_set1_ps(c->m[e]);
+            for (int64_t k = c0; k < cv; k += 8) {
+                _mm256_storeu_ps(o + k, _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), m0,
+                                                        _mm256_loadu_ps(o + k)));
+            }
+            for (int64_t k = cv; k < c1; k++) o[k] = fmaf(w0[k], c->m[e], o[k]);
+        }
+        return;
+    }
+    const int q4 = c->type == PI_TYPE_Q4_0;
+    const __m256i low = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
+    for (; e < e1; e++) {
+        const uint8_t *row = c->w + (size_t) c->list[e] * c->wrow;
+        const __m256 m0 = _mm256_set1_ps(c->m[e]);
+        const float se = c->s[e];
+        for (int64_t b = c0 / 32; b < c1 / 32; b++) {
+            __m256i q;
+            float dx;
+            if (q4) {
+                const pi_block_q4_0 *wb = (const pi_block_q4_0 *) row + b;
+                const __m128i t = _mm_loadu_si128((const __m128i *) wb->qs);
+                q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), low);
+                q = _mm256_sub_epi8(q, eight);
+                dx = _cvtsh_ss(wb->d);
+            } else {
+                const pi_block_q8_0 *wb = (const pi_block_q8_0 *) row + b;
+                q = _mm256_loadu_si256((const __m256i *) wb->qs);
+                dx = _cvtsh_ss(wb->d);
+            }
+            const __m256 ds = _mm256_set1_ps(dx * se);
+            const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+            float *ob = o + b * 32;
+            // (q·b) is exact in f32; then one fused multiply-add with dx·s
+            const __m256 p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), m0);
+            const __m256 p1 = _mm256_mul_ps(
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), m0);
+            const __m256 p2 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), m0);
+            const __m256 p3 = _mm256_mul_ps(
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), m0);
+            _mm256_storeu_ps(ob, _mm256_fmadd_ps(p0, ds, _mm256_loadu_ps(ob)));
+            _mm256_storeu_ps(ob + 8, _mm256_fmadd_ps(p1, ds, _mm256_loadu_ps(ob + 8)));
+            _mm256_storeu_ps(ob + 16, _mm256_fmadd_ps(p2, ds, _mm256_loadu_ps(ob + 16)));
+            _mm256_storeu_ps(ob + 24, _mm256_fmadd_ps(p3, ds, _mm256_loadu_ps(ob + 24)));
+        }
+    }
+}
+#endif
+
+static void sax_task(void *vc, int64_t c0, int64_t c1, int thread_index) {
+    (void) thread_index;
+    const sax_ctx *c = vc;
+    for (int64_t t = 0; t < c->n_tokens; t++) {
+        float *o = c->out + t * c->n_cols;
+        memset(o + c0, 0, (size_t) (c1 - c0) * sizeof(float));
+#if PI_X86
+        if (c->simd) {
+            axpy_rows_avx2(c, o, c->start[t], c->start[t + 1], c0, c1);
+            continue;
+        }
+#endif
+        axpy_rows_ref(c, o, c->start[t], c->start[t + 1], c0, c1);
+    }
+}
+
+// Builds the per-token lists of surviving rows with their multipliers. `cand` (optional) lists
+// per token the candidate rows already known to pass the predictor test; else pred is scanned.
+static int axpy_prepare(const char *name, const wfmt *f, int64_t n_rows, const float *a,
+                        int64_t n_tokens, const float *pred, float threshold,
+                        const uint8_t *gpu_idx, int ref, int32_t **list_out, int64_t **start_out,
+                        float **m_out, float **s_out) {
+    const size_t n_all = (size_t) (n_rows * n_tokens);
+    int32_t *list = scr(SCR_LIST, n_all * 4);
+    int64_t *start = scr(SCR_SCALE, (size_t) (n_tokens + 1) * 8);
+    float *m = scr(SCR_COEF, n_all * 4);
+    float *s = NULL;
+    pi_block_q8_0 *aq = NULL;
+    const int quant = f->block != 1;
+    if (quant) {
+        s = scr(SCR_AQ, n_all * 4 + (size_t) n_tokens * (size_t) (n_rows / 32) * 34 + 64);
+        aq = s ? (pi_block_q8_0 *) (s + n_all + 16) : NULL;
+    }
+    if (!list || !start || !m || (quant && !s)) {
+        return PI_FAIL(PI_ERR_NOMEM, "%s: out of memory", name);
+    }
+    int64_t k = 0;
+    for (int64_t t = 0; t < n_tokens; t++) {
+        start[t] = k;
+        const float *at = a + t * n_rows;
+        const float *pt = pred + t * n_rows;
+        if (quant) {
+            pi_block_q8_0 *q = aq + t * (n_rows / 32);
+            if (ref) {
+                pi_qd_quantize_q8_0_ref(at, q, n_rows);
+            } else {
+                pi_qd_quantize_q8_0(at, q, n_rows);
+            }
+            for (int64_t j = 0; j < n_rows; j++) {
+                if (!(pt[j] >= threshold) || (gpu_idx && gpu_idx[j])) continue;
+                const int b = q[j / 32].qs[j % 32];
+                if (b == 0) continue;
+                list[k] = (int32_t) j;
+                m[k] = (float) b;
+                s[k] = pi_fp16_to_fp32(q[j / 32].d);
+                k++;
+            }
+        } else {
+            for (int64_t j = 0; j < n_rows; j++) {
+                if (!(pt[j] >= threshold) || (gpu_idx && gpu_idx[j])) continue;
+                float v = at[j];
+                if (f->type == PI_TYPE_F16) {
+                    const uint16_t h = pi_fp32_to_fp16(v);
+                    if (h == 0) continue; // +0 after rounding: skipped (model.md §6.4)
+                    v = pi_fp16_to_fp32(h);
+                } else if (v == 0.0f) {
+                    continue;
+                }
+                list[k] = (int32_t) j;
+                m[k] = v;
+                k++;
+            }
+        }
+    }
+    start[n_tokens] = k;
+    *list_out = list;
+    *start_out = start;
+    *m_out = m;
+    *s_out = s;
+    return PI_OK;
+}
+
+static int sparse_axpy(const char *name, float *out, const void *wt, int32_t type,
+                       int64_t n_rows, int64_t n_cols, const float *a, int64_t n_tokens,
+                       const float *pred, float threshold, const uint8_t *gpu_idx, int ref) {
+    wfmt f;
+    int st = check_common(name, out, wt, type, n_rows, n_cols, a, n_tokens, pred, &f);
+    if (st != PI_OK) return st;
+    if (n_cols % f.block != 0 || (f.block != 1 && n_rows % 32 != 0)) {
+        return PI_FAIL(PI_ERR_SHAPE, "%s: n_cols %lld (and for Q4_0/Q8_0 n_rows %lld) must be "
+                       "multiples of %lld", name, (long long) n_cols, (long long) n_rows,
+                       (long long) f.block);
+    }
+    if (n_tokens == 0) return PI_OK;
+    if (n_rows == 0) {
+        memset(out, 0, (size_t) (n_tokens * n_cols) * sizeof(float));
+        return PI_OK;
+    }
+    int32_t *list;
+    int64_t *start;
+    float *m, *s;
+    st = axpy_prepare(name, &f, n_rows, a, n_tokens, pred, threshold, gpu_idx, ref, &list, &start,
+                      &m, &s);
+    if (st != PI_OK) return st;
+    sax_ctx c = {out, wt, row_bytes(&f, n_cols), n_cols, n_tokens, list, start, m, s, type,
+                 !ref && pi_has_avx2()};
+    if (ref) {
+        sax_task(&c, 0, n_cols, 0);
+    } else {
+        pi_parallel_for(n_cols, 32, sax_task, &c);
+    }
+    return PI_OK;
+}
+
+PI_API int pi_sparse_axpy(float *out, const void *wt, int32_t type, int64_t n_rows,
+                          int64_t n_cols, const float *a, int64_t n_tokens, const float *pred,
+                          float threshold, const uint8_t *gpu_idx) {
+    return sparse_axpy("pi_sparse_axpy", out, wt, type, n_rows, n_cols, a, n_tokens, pred,
+                       threshold, gpu_idx, 0);
+}
+
+PI_API int pi_sparse_axpy_ref(float *out, const void *wt, int32_t type, int64_t n_rows,
+                              int64_t n_cols, const float *a, int64_t n_tokens, const float *pred,
+                              float threshold, const uint8_t *gpu_idx) {
+    return sparse_axpy("pi_sparse_axpy_ref", out, wt, type, n_rows, n_cols, a, n_tokens, pred,
+                       threshold, gpu_idx, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused sparse FFN of one layer (model.md §5-§6):
+//   pred = fc2 · ReLU(fc1 · z); for active cold neurons j: g = gate_j·f, u = up_j·f,
+//   a_j = ReLU(g)·u (kind 0, llama), ReLU(g)·ReLU(u) (kind 1, bamboo), ReLU(u) (kind 2, falcon,
+//   gate NULL); out = Σ_j a_j · down_t[j] (axpy skip rules). The values equal the separate ops
+//   (pi_matmul, pi_sparse_matmul, ReLU product, pi_sparse_axpy) bit for bit: the up dot is
+//   skipped only where ReLU(g) = +0 makes a_j = ±0, which the axpy skips or adds as a zero.
+
+typedef struct {
+    float *act; // [n_tokens, n_ff], zero except active rows
+    const uint8_t *up, *gate;
+    size_t up_row, gate_row;
+    const uint8_t *xu, *xg; // converted f per token for up / gate
+    size_t xu_row, xg_row;
+    int up_type, gate_type, kind, simd;
+    int64_t n_embd, n_ff, n_tokens;
+    const float *pred;
+    float threshold;
+    const uint8_t *gpu_idx;
+    const int32_t *list; // n_tokens == 1
+} ffn_ctx;
+
+static inline float ffn_neuron(const ffn_ctx *c, int64_t t, int64_t j) {
+    const int64_t n = c->n_embd;
+    if (c->kind == 2) {
+        const float u = row_dot(c->up_type, c->simd, c->up + (size_t) j * c->up_row,
+                                c->xu + t * c->xu_row, n);
+        return u > 0.0f ? u : 0.0f;
+    }
+    const float g = row_dot(c->gate_type, c->simd, c->gate + (size_t) j * c->gate_row,
+                            c->xg + t * c->xg_row, n);
+    if (!(g > 0.0f)) return 0.0f;
+    const float u = row_dot(c->up_type, c->simd, c->up + (size_t) j * c->up_row,
+                            c->xu + t * c->xu_row, n);
+    if (c->kind == 1) return u > 0.0f ? g * u : 0.0f;
+    return g * u;
+}
+
+static void ffn_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
+    (void) thread_index;
+    const ffn_ctx *c = vc;
+    for (int64_t i = i0; i < i1; i++) c->act[c->list[i]] = ffn_neuron(c, 0, c->list[i]);
+}
+
+static void ffn_rows_task(void *vc, int64_t r0, int64_t r1, int thread_index) {
+    (void) thread_index;
+    const ffn_ctx *c = vc;
+    for (int64_t r = r0; r < r1; r++) {
+        const int hot = c->gpu_idx && c->gpu_idx[r];
+        for (int64_t t = 0; t < c->n_tokens; t++) {
+            float v = 0.0f;
+            if (!hot && c->pred[t * c->n_ff + r] >= c->threshold) v = ffn_neuron(c, t, r);
+            c->act[t * c->n_ff + r] = v;
+        }
+    }
+}
+
+PI_API int pi_sparse_ffn(float *out, const float *f, const float *z, int64_t n_tokens,
+                         int64_t n_embd, int64_t n_ff, const void *fc1, int32_t fc1_type,
+                         const void *fc2, int32_t fc2_type, int64_t n_hidden, const void *up,
+                         int32_t up_type, const void *gate, int32_t gate_type, const void *down_t,
+                         int32_t down_type, int32_t kind, float threshold,
+                         const uint8_t *gpu_idx, float *pred, float *act) {
+    const char *name = "pi_sparse_ffn";
+    wfmt fu, fg, fd;
+    if (kind < 0 || kind > 2) return PI_FAIL(PI_ERR_ARG, "%s: activation kind %d", name, kind);
+    if (!wfmt_get(up_type, &fu) || !wfmt_get(down_type, &fd) ||
+        (kind != 2 && !wfmt_get(gate_type, &fg))) {
+        return PI_FAIL(PI_ERR_TYPE, "%s: up/gate/down types %d/%d/%d: expected F32, F16, Q4_0 "
+                       "or Q8_0", name, up_type, gate_type, down_type);
+    }
+    if (kind == 2) fg = fu;
+    if (n_tokens < 0 || n_embd <= 0 || n_ff <= 0 || n_hidden <= 0 || n_ff > INT32_MAX ||
+        n_embd % 32 != 0 || n_ff % 32 != 0) {
+        return PI_FAIL(PI_ERR_SHAPE, "%s: n_tokens %lld, n_embd %lld, n_ff %lld, n_hidden %lld "
+                       "(n_embd and n_ff must be multiples of 32)", name, (long long) n_tokens,
+                       (long long) n_embd, (long long) n_ff, (long long) n_hidden);
+    }
+    if (n_tokens == 0) return PI_OK;
+    if (!out || !f || !z || !fc1 || !fc2 || !up || (kind != 2 && !gate) || !down_t || !pred) {
+        return PI_FAIL(PI_ERR_ARG, "%s: NULL buffer", name);
+    }
+    // predictor: pred = fc2 · ReLU(fc1 · z)
+    float *hidden = scr(SCR_HIDDEN, (size_t) (n_tokens * n_hidden) * 4);
+    if (!hidden) return PI_FAIL(PI_ERR_NOMEM, "%s: out of memory", name);
+    int st = pi_matmul(hidden, fc1, fc1_type, n_hidden, n_embd, z, n_tokens);
+    if (st != PI_OK) return st;
+    for (int64_t i = 0; i < n_tokens * n_hidden; i++) hidden[i] = hidden[i] > 0.0f ? hidden[i] : 0.0f;
+    st = pi_matmul(pred, fc2, fc2_type, n_ff, n_hidden, hidden, n_tokens);
+    if (st != PI_OK) return st;
+
+    // gate/up gather-dot with f converted once per type
+    const size_t xu_row = xrow_bytes(&fu, n_embd), xg_row = xrow_bytes(&fg, n_embd);
+    const int share = fu.type == fg.type;
+    uint8_t *xc = scr(SCR_X, (xu_row + (share ? 0 : xg_row)) * (size_t) n_tokens);
+    if (!act) act = scr(SCR_ACT, (size_t) (n_tokens * n_ff) * 4);
+    int32_t *list = scr(SCR_LIST, (size_t) n_ff * 4);
+    if (!xc || !act || !list) return PI_FAIL(PI_ERR_NOMEM, "%s: out of memory", name);
+    uint8_t *xu = xc, *xg = share ? xc : xc + xu_row * (size_t) n_tokens;
+    for (int64_t t = 0; t < n_tokens; t++) {
+        convert_x(&fu, f + t * n_embd, n_embd, xu + t * xu_row, 0);
+        if (!share) convert_x(&fg, f + t * n_embd, n_embd, xg + t * xg_row, 0);
+    }
+    ffn_ctx c = {act, up, gate, row_bytes(&fu, n_embd), row_bytes(&fg, n_embd), xu, xg, xu_row,
+                 xg_row, up_type, kind == 2 ? up_type : gate_type, kind, pi_has_avx2(), n_embd,
+                 n_ff, n_tokens, pred, threshold, gpu_idx, list};
+    if (n_tokens == 1) {
+        const int64_t k = active_list(list, pred, n_ff, threshold, gpu_idx);
+        memset(act, 0, (size_t) n_ff * 4);
+        pi_parallel_for(k, 16, ffn_list_task, &c);
+    } else {
+        pi_parallel_for(n_ff, 32, ffn_rows_task, &c);
+    }
+    // out = Σ_j a_j · down_t[j]
+    return sparse_axpy(name, out, down_t, down_type, n_ff, n_embd, act, n_tokens, pred, threshold,
+                       gpu_idx, 0);
+}
