@@ -15,7 +15,6 @@
 import { GpuIndexError } from "../errors.ts";
 import type { GgufFile } from "../gguf/reader.ts";
 import { parseGguf } from "../gguf/reader.ts";
-import { openGguf } from "../gguf/open.ts";
 import { GgmlType, type GgufKv, GgufValueType } from "../gguf/types.ts";
 import { type GgufWriteSpec, serializeGguf, writeGguf } from "../gguf/writer.ts";
 
@@ -154,8 +153,8 @@ export function serializeGpuIndex(index: GpuIndex): Promise<Uint8Array> {
  */
 export function readGpuIndex(source: Uint8Array | GgufFile | string): GpuIndex {
   if (typeof source === "string") {
-    using file = openGguf(source);
-    return readGpuIndexFrom(file, source);
+    // Index files are small (4 bytes per neuron); a plain read needs no native library.
+    return readGpuIndexFrom(parseGguf(Deno.readFileSync(source)), source);
   }
   if (source instanceof Uint8Array) return readGpuIndexFrom(parseGguf(source), "GPU index");
   return readGpuIndexFrom(source, "GPU index");
