@@ -1,0 +1,176 @@
+// kernels/cpu/attention.c: the KV cache write and causal multi-head attention with GQA
+// (spec model.md §1 and §4), for one layer and a batch of query tokens of one sequence.
+//
+// Cache layout per layer (model.md §1): K is [n_ctx, n_embd_gqa] (row = cell), V is transposed,
+// [n_embd_gqa, n_ctx] (row = one dim of one kv head across cells). Cells hold f16 (default) or f32.
+// Numerics follow ggml: with an f16 cache, q is rounded to fp16 for K·q and the probabilities are
+// rounded to fp16 for the V sum; softmax uses the fp16 exp table (difference and result rounded
+// to fp16), sums the weights in f64 and scales by f32(1/sum). Dot products accumulate in f32 in
+// index order. Each (token, head) output belongs to one task: results never depend on threads.
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pi.h"
+#include "pi_internal.h"
+
+#define PI_KV_F32 0
+#define PI_KV_F16 1
+
+static float att_round_f16(float f) { return pi_fp16_to_fp32(pi_fp32_to_fp16(f)); }
+
+PI_API int pi_kv_store(void *k_cache, void *v_cache, int32_t kv_type, int64_t n_ctx,
+                       int64_t n_embd_gqa, const float *k, const float *v, int64_t n_tokens,
+                       const int32_t *slots) {
+    if (!k_cache || !v_cache || !k || !v || !slots) {
+        pi_set_error("pi_kv_store: null pointer");
+        return PI_ERR_ARG;
+    }
+    if (kv_type != PI_KV_F32 && kv_type != PI_KV_F16) {
+        pi_set_error("pi_kv_store: unknown cache type %d: expected 0 (f32) or 1 (f16)", (int) kv_type);
+        return PI_ERR_TYPE;
+    }
+    if (n_ctx <= 0 || n_embd_gqa <= 0 || n_tokens < 0) {
+        pi_set_error("pi_kv_store: bad shape");
+        return PI_ERR_SHAPE;
+    }
+    for (int64_t t = 0; t < n_tokens; t++) {
+        const int64_t s = slots[t];
+        if (s < 0 || s >= n_ctx) {
+            pi_set_error("pi_kv_store: slot %lld outside [0, %lld)", (long long) s, (long long) n_ctx);
+            return PI_ERR_ARG;
+        }
+        const float *kt = k + t * n_embd_gqa, *vt = v + t * n_embd_gqa;
+        if (kv_type == PI_KV_F16) {
+            uint16_t *kc = (uint16_t *) k_cache + s * n_embd_gqa, *vc = (uint16_t *) v_cache;
+            for (int64_t i = 0; i < n_embd_gqa; i++) {
+                kc[i] = pi_fp32_to_fp16(kt[i]);
+                vc[i * n_ctx + s] = pi_fp32_to_fp16(vt[i]);
+            }
+        } else {
+            float *kc = (float *) k_cache + s * n_embd_gqa, *vc = (float *) v_cache;
+            for (int64_t i = 0; i < n_embd_gqa; i++) {
+                kc[i] = kt[i];
+                vc[i * n_ctx + s] = vt[i];
+            }
+        }
+    }
+    return PI_OK;
+}
+
+typedef struct {
+    float *out;
+    const float *q;
+    const void *k_cache, *v_cache;
+    int32_t kv_type;
+    int64_t n_ctx, n_kv, n_head, n_head_kv, head_dim;
+    const int32_t *q_pos, *cell_pos;
+    float scale;
+    int failed;
+} att_ctx;
+
+// One query head of one token: softmax(K·q·scale + mask) · V.
+static void attend_one(const att_ctx *c, int64_t t, int64_t h, float *score, float *qr) {
+    const int64_t hd = c->head_dim, n_embd_gqa = c->n_head_kv * hd;
+    const int64_t kvh = h / (c->n_head / c->n_head_kv);
+    const float *q = c->q + (t * c->n_head + h) * hd;
+    float *o = c->out + (t * c->n_head + h) * hd;
+    const int f16 = c->kv_type == PI_KV_F16;
+    for (int64_t d = 0; d < hd; d++) qr[d] = f16 ? att_round_f16(q[d]) : q[d];
+
+    float mx = -INFINITY;
+    for (int64_t s = 0; s < c->n_kv; s++) {
+        const int32_t p = c->cell_pos[s];
+        if (p < 0 || p > c->q_pos[t]) {
+            score[s] = -INFINITY;
+            continue;
+        }
+        float dot = 0.0f;
+        if (f16) {
+            const uint16_t *kr = (const uint16_t *) c->k_cache + s * n_embd_gqa + kvh * hd;
+            for (int64_t d = 0; d < hd; d++) dot += pi_fp16_to_fp32(kr[d]) * qr[d];
+        } else {
+            const float *kr = (const float *) c->k_cache + s * n_embd_gqa + kvh * hd;
+            for (int64_t d = 0; d < hd; d++) dot += kr[d] * qr[d];
+        }
+        score[s] = dot * c->scale;
+        if (score[s] > mx) mx = score[s];
+    }
+
+    double sum = 0.0;
+    for (int64_t s = 0; s < c->n_kv; s++) {
+        if (score[s] == -INFINITY) {
+            score[s] = 0.0f;
+            continue;
+        }
+        const float e = att_round_f16(expf(att_round_f16(score[s] - mx)));
+        score[s] = e;
+        sum += (double) e;
+    }
+    const float inv = sum > 0.0 ? (float) (1.0 / sum) : 0.0f;
+    for (int64_t s = 0; s < c->n_kv; s++) {
+        const float p = score[s] * inv;
+        score[s] = f16 ? att_round_f16(p) : p;
+    }
+
+    for (int64_t d = 0; d < hd; d++) {
+        float acc = 0.0f;
+        const int64_t row = (kvh * hd + d) * c->n_ctx;
+        if (f16) {
+            const uint16_t *vr = (const uint16_t *) c->v_cache + row;
+            for (int64_t s = 0; s < c->n_kv; s++) {
+                if (score[s] != 0.0f) acc += pi_fp16_to_fp32(vr[s]) * score[s];
+            }
+        } else {
+            const float *vr = (const float *) c->v_cache + row;
+            for (int64_t s = 0; s < c->n_kv; s++) {
+                if (score[s] != 0.0f) acc += vr[s] * score[s];
+            }
+        }
+        o[d] = acc;
+    }
+}
+
+static void attention_task(void *ctx, int64_t i0, int64_t i1, int thread_index) {
+    (void) thread_index;
+    att_ctx *c = (att_ctx *) ctx;
+    float *score = (float *) malloc(sizeof(float) * (size_t) (c->n_kv + c->head_dim));
+    if (!score) {
+        c->failed = 1;
+        return;
+    }
+    for (int64_t i = i0; i < i1; i++) {
+        attend_one(c, i / c->n_head, i % c->n_head, score, score + c->n_kv);
+    }
+    free(score);
+}
+
+PI_API int pi_attention_f32(float *out, const float *q, const void *k_cache, const void *v_cache,
+                            int32_t kv_type, int64_t n_ctx, int64_t n_kv, int64_t n_tokens,
+                            int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                            const int32_t *q_pos, const int32_t *cell_pos, float scale) {
+    if (!out || !q || !k_cache || !v_cache || !q_pos || !cell_pos) {
+        pi_set_error("pi_attention_f32: null pointer");
+        return PI_ERR_ARG;
+    }
+    if (kv_type != PI_KV_F32 && kv_type != PI_KV_F16) {
+        pi_set_error("pi_attention_f32: unknown cache type %d: expected 0 (f32) or 1 (f16)",
+                     (int) kv_type);
+        return PI_ERR_TYPE;
+    }
+    if (n_ctx <= 0 || n_kv <= 0 || n_kv > n_ctx || n_tokens < 0 || n_head <= 0 ||
+        n_head_kv <= 0 || n_head % n_head_kv != 0 || head_dim <= 0) {
+        pi_set_error("pi_attention_f32: bad shape n_ctx %lld n_kv %lld n_head %lld n_head_kv %lld",
+                     (long long) n_ctx, (long long) n_kv, (long long) n_head, (long long) n_head_kv);
+        return PI_ERR_SHAPE;
+    }
+    att_ctx c = {out, q, k_cache, v_cache, kv_type, n_ctx, n_kv, n_head, n_head_kv, head_dim,
+                 q_pos, cell_pos, scale, 0};
+    pi_parallel_for(n_tokens * n_head, 1, attention_task, &c);
+    if (c.failed) {
+        pi_set_error("pi_attention_f32: out of memory for %lld scores", (long long) n_kv);
+        return PI_ERR_NOMEM;
+    }
+    return PI_OK;
+}

@@ -1,0 +1,188 @@
+/**
+ * The CPU backend: every op is one call into the native kernels (ffi/ops.ts), threaded by the
+ * native pool. Deterministic for any thread count: each output element is computed by one
+ * thread in a fixed order (the sparse ops included).
+ *
+ * @module
+ */
+
+import {
+  activation,
+  attention,
+  getThreads,
+  kvStore,
+  layerNorm,
+  matmul,
+  rmsNorm,
+  rope,
+  setThreads,
+} from "../../ffi/ops.ts";
+import * as ops from "../../ffi/ops.ts";
+import type { GgmlType } from "../gguf/types.ts";
+import type {
+  ActivationKind,
+  AttentionArgs,
+  Backend,
+  KvLayer,
+  RopeMode,
+  SparseArgs,
+  WeightTensor,
+} from "./backend.ts";
+
+type SparseOp = (
+  out: Float32Array,
+  w: Uint8Array,
+  wType: GgmlType,
+  nRows: number,
+  nCols: number,
+  x: Float32Array,
+  nTokens: number,
+  pred: Float32Array,
+  threshold: number,
+  gpuIdx: Uint8Array | null,
+) => void;
+
+/** The sparse wrappers (H-speed, ffi/ops.ts), looked up when first used. */
+function sparseOp(name: "sparseMatmul" | "sparseAxpy"): SparseOp {
+  const op = (ops as unknown as Record<string, SparseOp | undefined>)[name];
+  if (!op) throw new TypeError(`ffi/ops.ts has no ${name} wrapper yet`);
+  return op;
+}
+
+/** Options of {@link CpuBackend}. */
+export interface CpuBackendOptions {
+  /** Kernel threads; undefined keeps the native default (physical cores). */
+  threads?: number;
+}
+
+/** Runs the forward pass on the native CPU kernels. */
+export class CpuBackend implements Backend {
+  readonly name: string;
+  readonly #threads: number | undefined;
+
+  constructor(options: CpuBackendOptions = {}) {
+    this.#threads = options.threads;
+    if (options.threads !== undefined) setThreads(options.threads);
+    this.name = `cpu (${getThreads()} threads)`;
+  }
+
+  /** Re-applies this backend's thread count (the native pool is shared by the process). */
+  #useThreads(): void {
+    if (this.#threads !== undefined && getThreads() !== this.#threads) setThreads(this.#threads);
+  }
+
+  matmul(out: Float32Array, w: WeightTensor, x: Float32Array, nTokens: number): void {
+    this.#useThreads();
+    matmul(out, w.data, w.type, w.nRows, w.nCols, x, nTokens);
+  }
+
+  rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, eps: number): void {
+    rmsNorm(out, x, w, eps);
+  }
+
+  layerNorm(
+    out: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    b: Float32Array | null,
+    eps: number,
+  ): void {
+    layerNorm(out, x, w, b, eps);
+  }
+
+  rope(
+    x: Float32Array,
+    nTokens: number,
+    nHeads: number,
+    headDim: number,
+    nDims: number,
+    positions: Int32Array,
+    mode: RopeMode,
+    freqBase: number,
+    freqScale: number,
+  ): void {
+    rope(x, nTokens, nHeads, headDim, nDims, positions, mode, freqBase, freqScale);
+  }
+
+  kvStore(
+    layer: KvLayer,
+    k: Float32Array,
+    v: Float32Array,
+    nTokens: number,
+    slots: Int32Array,
+  ): void {
+    kvStore(layer.k, layer.v, layer.nCtx, layer.nEmbdGqa, k, v, nTokens, slots);
+  }
+
+  attention(out: Float32Array, a: AttentionArgs): void {
+    this.#useThreads();
+    attention(
+      out,
+      a.q,
+      a.layer.k,
+      a.layer.v,
+      a.layer.nCtx,
+      a.nKv,
+      a.nTokens,
+      a.nHead,
+      a.nHeadKv,
+      a.headDim,
+      a.queryPositions,
+      a.cellPositions,
+      a.scale,
+    );
+  }
+
+  activation(
+    out: Float32Array,
+    gate: Float32Array,
+    up: Float32Array | null,
+    kind: ActivationKind,
+  ): void {
+    activation(out, gate, up, kind);
+  }
+
+  sparseMatmul(
+    out: Float32Array,
+    w: WeightTensor,
+    x: Float32Array,
+    nTokens: number,
+    s: SparseArgs,
+  ): void {
+    this.#useThreads();
+    sparseOp("sparseMatmul")(
+      out,
+      w.data,
+      w.type,
+      w.nRows,
+      w.nCols,
+      x,
+      nTokens,
+      s.pred,
+      s.threshold,
+      s.gpuIdx,
+    );
+  }
+
+  sparseAxpy(
+    out: Float32Array,
+    wt: WeightTensor,
+    a: Float32Array,
+    nTokens: number,
+    s: SparseArgs,
+  ): void {
+    this.#useThreads();
+    sparseOp("sparseAxpy")(
+      out,
+      wt.data,
+      wt.type,
+      wt.nRows,
+      wt.nCols,
+      a,
+      nTokens,
+      s.pred,
+      s.threshold,
+      s.gpuIdx,
+    );
+  }
+}

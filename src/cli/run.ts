@@ -1,0 +1,269 @@
+/**
+ * `deno task run`: generate text from a model file, like PowerInfer's `main` (spec cli.md §1).
+ * Text streams to stdout as it is made; logs and timings go to stderr. With no `-m` it runs
+ * the built-in demo model (assets/fortune-relu.q4.powerinfer.gguf) on a default prompt.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { loadModel, type Model } from "../model/model.ts";
+import { PowerInferError } from "../errors.ts";
+
+const DEMO_MODEL = fileURLToPath(
+  new URL("../../assets/fortune-relu.q4.powerinfer.gguf", import.meta.url),
+);
+const DEMO_PROMPT = "A";
+
+const USAGE = `usage: deno task run [options]
+
+Generates text with a PowerInfer (PWRI) or dense GGUF model. With no -m, runs the built-in
+fortune demo model (greedy) on the prompt "${DEMO_PROMPT}".
+
+options:
+  -h, --help                show this help and exit
+  -m, --model FNAME         model path (default: built-in demo model)
+  -p, --prompt PROMPT       prompt to start generation with
+  -f, --file FNAME          read the prompt from a file (one trailing newline removed)
+      --prompt-ids 1,2,3    token ids to use as the prompt instead of text
+  -n, --n-predict N         tokens to predict (default 128; -1 = until EOS or context full)
+  -t, --threads N           threads (default: physical cores)
+  -c, --ctx-size N          context size (default 512; 0 = model's training context)
+  -b, --batch-size N        prompt tokens per decode (default 512)
+      --temp T              temperature (default 0.8; 0 = greedy; demo default 0)
+      --top-k N             top-k sampling (default 40; <= 0 = whole vocabulary)
+      --top-p P             top-p sampling (default 0.95)
+      --min-p P             min-p sampling (default 0.05)
+      --repeat-penalty R    penalize repeated tokens (default 1.1; demo default 1.0)
+      --repeat-last-n N     last N tokens to penalize (default 64; 0 = off, -1 = 64)
+      --presence-penalty F  (default 0)
+      --frequency-penalty F (default 0)
+  -s, --seed N              RNG seed (default -1 = from the clock)
+      --ignore-eos          keep generating after end of text
+      --memory-f32          f32 KV cache instead of f16
+      --json                print one JSON object {prompt_ids, generated_ids, text, timings}
+      --vram-budget G       VRAM budget in GiB (placeholder: this build has no GPU)
+      --reset-gpu-index     regenerate the GPU index (placeholder)
+      --disable-gpu-index   keep every FFN neuron on the CPU (placeholder)
+      --summary             print the model summary to stderr before generating
+
+environment: LLAMA_SPARSE_PRED_THRESHOLD overrides the predictor threshold.
+`;
+
+const OPTIONS = {
+  help: { type: "boolean", short: "h" },
+  model: { type: "string", short: "m" },
+  prompt: { type: "string", short: "p" },
+  file: { type: "string", short: "f" },
+  "prompt-ids": { type: "string" },
+  "n-predict": { type: "string", short: "n" },
+  threads: { type: "string", short: "t" },
+  "ctx-size": { type: "string", short: "c" },
+  "batch-size": { type: "string", short: "b" },
+  temp: { type: "string" },
+  "top-k": { type: "string" },
+  "top-p": { type: "string" },
+  "min-p": { type: "string" },
+  "repeat-penalty": { type: "string" },
+  "repeat-last-n": { type: "string" },
+  "presence-penalty": { type: "string" },
+  "frequency-penalty": { type: "string" },
+  seed: { type: "string", short: "s" },
+  "ignore-eos": { type: "boolean" },
+  "memory-f32": { type: "boolean" },
+  json: { type: "boolean" },
+  "vram-budget": { type: "string" },
+  "reset-gpu-index": { type: "boolean" },
+  "disable-gpu-index": { type: "boolean" },
+  summary: { type: "boolean" },
+} as const;
+
+class UsageError extends Error {}
+
+function num(values: Record<string, unknown>, name: string, int: boolean): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const v = Number(raw);
+  if (raw === "" || !Number.isFinite(v) || (int && !Number.isInteger(v))) {
+    throw new UsageError(`error: invalid parameter for argument: --${name}`);
+  }
+  return v;
+}
+
+/** Formats the timing block exactly like `llama_print_timings` (cli.md §1). */
+export function formatTimings(t: Model["timings"], totalMs: number): string {
+  const f = (v: number, w: number) => v.toFixed(2).padStart(w);
+  const d = (v: number, w: number) => String(v).padStart(w);
+  const line = (label: string, ms: number, n: number, unit: string) => {
+    const c = Math.max(1, n);
+    return `llama_print_timings: ${label} = ${f(ms, 10)} ms / ${d(n, 5)} ${unit} (${
+      f(ms / c, 8)
+    } ms per token, ${f((1000 / ms) * c, 8)} tokens per second)`;
+  };
+  return [
+    "",
+    `llama_print_timings:        load time = ${f(t.loadMs, 10)} ms`,
+    line("     sample time", t.sampleMs, t.sampleRuns, "runs  "),
+    line("prompt eval time", t.promptEvalMs, t.promptTokens, "tokens"),
+    line("       eval time", t.evalMs, t.evalRuns, "runs  "),
+    `llama_print_timings:       total time = ${f(totalMs, 10)} ms`,
+  ].join("\n");
+}
+
+/** Runs the CLI; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  // cli.md: "--top_k" = "--top-k"
+  const normalized = args.map((a) =>
+    a.startsWith("--")
+      ? a.split("=")[0]!.replaceAll("_", "-") + (a.includes("=") ? a.slice(a.indexOf("=")) : "")
+      : a
+  );
+  let values: Record<string, unknown>;
+  try {
+    values =
+      parseArgs({ args: normalized, options: OPTIONS, allowPositionals: false, strict: true })
+        .values;
+  } catch (error) {
+    const msg = error instanceof Error ? error.message : String(error);
+    const m = /Unknown option '([^']+)'/.exec(msg);
+    console.error(m ? `error: unknown argument: ${m[1]}` : `error: ${msg}`);
+    console.error(USAGE);
+    return 1;
+  }
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const t0 = performance.now();
+  const demo = values.model === undefined;
+  const encoder = new TextEncoder();
+  try {
+    const nPredict = num(values, "n-predict", true) ?? (demo ? 64 : 128);
+    const temperature = num(values, "temp", false) ?? (demo ? 0 : undefined);
+    const repeatPenalty = num(values, "repeat-penalty", false) ?? (demo ? 1.0 : undefined);
+    const sampling = Object.fromEntries(
+      Object.entries({
+        temperature,
+        topK: num(values, "top-k", true),
+        topP: num(values, "top-p", false),
+        minP: num(values, "min-p", false),
+        repeatPenalty,
+        repeatLastN: num(values, "repeat-last-n", true),
+        presencePenalty: num(values, "presence-penalty", false),
+        frequencyPenalty: num(values, "frequency-penalty", false),
+        seed: num(values, "seed", true),
+      }).filter(([, v]) => v !== undefined),
+    );
+    let promptText: string | undefined = values.prompt as string | undefined;
+    if (values.file !== undefined) {
+      promptText = (await Deno.readTextFile(values.file as string)).replace(/\n$/, "");
+    }
+    let promptIds: number[] | undefined;
+    if (values["prompt-ids"] !== undefined) {
+      promptIds = String(values["prompt-ids"]).split(",").filter((s) => s.trim() !== "").map(
+        (s) => {
+          const v = Number(s);
+          if (!Number.isInteger(v) || v < 0) {
+            throw new UsageError(`error: invalid parameter for argument: --prompt-ids`);
+          }
+          return v;
+        },
+      );
+    }
+    if (promptText === undefined && promptIds === undefined) promptText = demo ? DEMO_PROMPT : "";
+    const vramBudget = num(values, "vram-budget", false);
+    if (vramBudget !== undefined) {
+      console.error("warning: --vram-budget is ignored: this build runs on the CPU only");
+    }
+
+    using model = loadModel(demo ? DEMO_MODEL : values.model as string, {
+      threads: num(values, "threads", true),
+      nCtx: num(values, "ctx-size", true),
+      nBatch: num(values, "batch-size", true),
+      kvType: values["memory-f32"] ? "f32" : "f16",
+      vramBudget,
+      resetGpuIndex: values["reset-gpu-index"] as boolean | undefined,
+      disableGpuIndex: values["disable-gpu-index"] as boolean | undefined,
+    });
+    if (values.summary || !values.json) console.error(model.summary());
+    if (model.config.sparse) {
+      console.error(`llm_load_print_meta: sparse_pred_threshold = ${model.threshold.toFixed(2)}`);
+    }
+    const ids = promptIds ?? model.tokenize(promptText!, { parseSpecial: true });
+    const abort = new AbortController();
+    const onSignal = () => abort.abort(new Error("interrupted"));
+    try {
+      Deno.addSignalListener("SIGINT", onSignal);
+    } catch { /* not supported here */ }
+    const generated: number[] = [];
+    let text = "";
+    let stoppedEos = false;
+    try {
+      if (!values.json) {
+        // echo the prompt, like main
+        await Deno.stdout.write(encoder.encode(promptIds ? model.detokenize(ids) : promptText!));
+      }
+      for await (
+        const piece of model.generate(ids, {
+          ...sampling,
+          maxTokens: nPredict,
+          ignoreEos: values["ignore-eos"] as boolean | undefined,
+          signal: abort.signal,
+        })
+      ) {
+        if (piece.id >= 0) generated.push(piece.id);
+        if (piece.id === model.tokenizer.eosId && !values["ignore-eos"]) stoppedEos = true;
+        text += piece.text;
+        if (!values.json && piece.text) await Deno.stdout.write(encoder.encode(piece.text));
+      }
+    } catch (error) {
+      if (!abort.signal.aborted) throw error;
+      console.error("\ninterrupted");
+    } finally {
+      try {
+        Deno.removeSignalListener("SIGINT", onSignal);
+      } catch { /* ignore */ }
+    }
+    const totalMs = performance.now() - t0;
+    const t = model.timings;
+    if (values.json) {
+      console.log(JSON.stringify({
+        prompt_ids: ids,
+        generated_ids: generated,
+        text,
+        timings: {
+          load_ms: t.loadMs,
+          sample_ms: t.sampleMs,
+          prompt_eval_ms: t.promptEvalMs,
+          prompt_tokens: t.promptTokens,
+          prompt_tokens_per_second: t.promptTokens > 0
+            ? (1000 * t.promptTokens) / t.promptEvalMs
+            : 0,
+          eval_ms: t.evalMs,
+          eval_runs: t.evalRuns,
+          eval_tokens_per_second: t.evalRuns > 0 ? (1000 * t.evalRuns) / t.evalMs : 0,
+          total_ms: totalMs,
+        },
+      }));
+    } else {
+      await Deno.stdout.write(encoder.encode("\n"));
+      if (stoppedEos) console.error(" [end of text]");
+    }
+    console.error(formatTimings(t, totalMs));
+    return 0;
+  } catch (error) {
+    if (error instanceof UsageError) {
+      console.error(error.message);
+      console.error(USAGE);
+      return 1;
+    }
+    if (error instanceof PowerInferError || error instanceof RangeError) {
+      console.error(`error: ${error.message}`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

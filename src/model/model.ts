@@ -1,0 +1,430 @@
+/**
+ * Loading a model file and running it: {@link loadModel} returns a disposable {@link Model} with
+ * `generate()` (an async stream of tokens), `eval()` / `reset()` for teacher forcing and
+ * profiling, and `tokenize()` / `detokenize()`.
+ *
+ * Context policy: the KV cache holds `nCtx` tokens. When a decode would overflow it, `eval()`
+ * throws a {@link GenerationError}; `generate()` stops before that and ends the stream (no
+ * context shift). A prompt longer than `nCtx − 4` tokens is rejected up front, like `main`.
+ *
+ * A Model keeps all its state (mapping, cache, buffers) in the instance; the only process-wide
+ * state is the native library and its thread pool, so a Worker can own a Model of its own.
+ *
+ * @module
+ */
+
+import { CpuBackend } from "../backend/cpu.ts";
+import type { Backend, HotFfn, KvType } from "../backend/backend.ts";
+import { GenerationError, ModelConfigError } from "../errors.ts";
+import { openGguf } from "../gguf/open.ts";
+import type { GgufFile } from "../gguf/reader.ts";
+import { ggmlTypeName } from "../gguf/types.ts";
+import { Sampler, type SamplingParams } from "../sampling.ts";
+import { type Tokenizer, tokenizerFromGguf } from "../tokenizer/tokenizer.ts";
+import { type ModelConfig, readModelConfig, sparseThreshold } from "./config.ts";
+import { falconForward, type FalconWeights, loadFalconWeights } from "./falcon.ts";
+import type { Batch, ForwardContext } from "./forward.ts";
+import { KvCache } from "./kv_cache.ts";
+import { llamaForward, type LlamaWeights, loadLlamaWeights } from "./llama.ts";
+import { Scratch } from "./scratch.ts";
+
+/** Options of {@link loadModel}. */
+export interface LoadModelOptions {
+  /** CPU threads for the kernels (default: the native default, physical cores). */
+  threads?: number;
+  /** Context size in tokens (default 512; 0 = the model's training context). */
+  nCtx?: number;
+  /** Prompt tokens per decode (default 512). */
+  nBatch?: number;
+  /** KV cache element type (default "f16", like `main`; "f32" = `--memory-f32`). */
+  kvType?: KvType;
+  /** Predictor threshold; overrides env `LLAMA_SPARSE_PRED_THRESHOLD` and the file key. */
+  sparseThreshold?: number;
+  /** Compute backend (default: the CPU kernels). Tests may pass another one. */
+  backend?: Backend;
+  /** Per-layer hot-neuron masks (1 = hot, skipped on the CPU), from the GPU index. */
+  gpuIdx?: readonly (Uint8Array | null)[];
+  /** Computes the hot neurons (GPU side); without it every neuron is cold. */
+  hot?: HotFfn;
+  /** VRAM budget in GiB (placeholder for the GPU-index owner; ignored without a GPU). */
+  vramBudget?: number;
+  /** Regenerate the GPU index even if present (placeholder). */
+  resetGpuIndex?: boolean;
+  /** Put every FFN neuron on the CPU (placeholder; the CPU build always does). */
+  disableGpuIndex?: boolean;
+  /** Profiler hook: per layer and token, which FFN neurons fired (1) — gate (or up) > 0. */
+  onFfnActivation?: (layer: number, active: Uint8Array) => void;
+}
+
+/** Options of {@link Model.generate}: sampling plus limits. */
+export interface GenerateOptions extends Partial<SamplingParams> {
+  /** Tokens to generate at most (default 128; −1 = until EOS or the context is full). */
+  maxTokens?: number;
+  /** Keep going when EOS is sampled (its logit is set to −∞ as `--ignore-eos` does). */
+  ignoreEos?: boolean;
+  /** Add BOS when tokenizing a string prompt (default: the vocabulary's setting). */
+  addBos?: boolean;
+  /** Stops generation; the stream then throws `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** One generated token and its text (UTF-8 pieces may be held back until complete). */
+export interface GeneratedToken {
+  readonly id: number;
+  readonly text: string;
+}
+
+/** Accumulated timings, in the terms of `llama_print_timings` (cli.md). */
+export interface ModelTimings {
+  loadMs: number;
+  sampleMs: number;
+  sampleRuns: number;
+  promptEvalMs: number;
+  promptTokens: number;
+  evalMs: number;
+  evalRuns: number;
+}
+
+type Weights = { arch: "llama"; w: LlamaWeights } | { arch: "falcon"; w: FalconWeights };
+
+const DEFAULT_N_CTX = 512;
+const DEFAULT_N_BATCH = 512;
+
+/**
+ * A loaded model with its KV cache. Dispose it (or `using`) to unmap the file.
+ */
+export class Model implements Disposable {
+  readonly path: string;
+  readonly config: ModelConfig;
+  readonly tokenizer: Tokenizer;
+  readonly nCtx: number;
+  readonly nBatch: number;
+  /** Predictor threshold in use (sparse models). */
+  readonly threshold: number;
+  readonly timings: ModelTimings;
+  #file: GgufFile;
+  #weights: Weights;
+  #ctx: ForwardContext;
+  #cache: KvCache;
+  #scratch: Scratch;
+  #backend: Backend;
+  #logits: Float32Array;
+  #tokens: number[] = [];
+  #busy = false;
+  #closed = false;
+
+  /** @internal Use {@link loadModel}. */
+  constructor(path: string, file: GgufFile, options: LoadModelOptions, t0: number) {
+    this.path = path;
+    this.#file = file;
+    const c = readModelConfig(file);
+    this.config = c;
+    this.tokenizer = tokenizerFromGguf(file);
+    this.#weights = c.arch === "falcon"
+      ? { arch: "falcon", w: loadFalconWeights(file, c) }
+      : { arch: "llama", w: loadLlamaWeights(file, c) };
+    const nCtx = options.nCtx === 0 ? c.nCtxTrain : options.nCtx ?? DEFAULT_N_CTX;
+    if (!Number.isInteger(nCtx) || nCtx < 1) {
+      throw new RangeError(`nCtx must be >= 1, found ${nCtx}`);
+    }
+    this.nCtx = nCtx;
+    const nBatch = options.nBatch ?? DEFAULT_N_BATCH;
+    if (!Number.isInteger(nBatch) || nBatch < 1) {
+      throw new RangeError(`nBatch must be >= 1, found ${nBatch}`);
+    }
+    this.nBatch = nBatch;
+    this.threshold = options.sparseThreshold ??
+      sparseThreshold(c.fileSparseThreshold, envThreshold());
+    if (options.gpuIdx) {
+      if (options.gpuIdx.length !== c.nLayer) {
+        throw new ModelConfigError(
+          `GPU index has ${options.gpuIdx.length} layers: expected ${c.nLayer}`,
+        );
+      }
+      for (const m of options.gpuIdx) {
+        if (m && m.length !== c.nFf) {
+          throw new ModelConfigError(`GPU index mask has ${m.length} neurons: expected ${c.nFf}`);
+        }
+      }
+    }
+    this.#backend = options.backend ?? new CpuBackend({ threads: options.threads });
+    this.#cache = new KvCache(options.kvType ?? "f16", nCtx, c.nLayer, c.nEmbdGqa);
+    this.#scratch = new Scratch();
+    this.#logits = new Float32Array(c.nVocab);
+    this.#ctx = {
+      backend: this.#backend,
+      config: c,
+      cache: this.#cache,
+      scratch: this.#scratch,
+      threshold: this.threshold,
+      gpuIdx: options.gpuIdx ?? null,
+      hot: options.hot ?? null,
+      sparseActivation: c.arch === "bamboo" ? "relu_relu_mul" : "relu_mul",
+      onFfnActivation: options.onFfnActivation,
+    };
+    this.timings = {
+      loadMs: performance.now() - t0,
+      sampleMs: 0,
+      sampleRuns: 0,
+      promptEvalMs: 0,
+      promptTokens: 0,
+      evalMs: 0,
+      evalRuns: 0,
+    };
+  }
+
+  /** Tokens currently in the context (prompt and generated). */
+  get tokens(): readonly number[] {
+    return this.#tokens;
+  }
+
+  /** Bytes of the KV cache plus the work buffers now held. */
+  get memoryBytes(): { kvCache: number; scratch: number; weights: number } {
+    return {
+      kvCache: this.#cache.byteLength,
+      scratch: this.#scratch.byteLength + this.#logits.byteLength,
+      weights: this.#file.tensors.reduce((a, t) => a + t.byteLength, 0),
+    };
+  }
+
+  /**
+   * Text to token ids with this model's vocabulary.
+   *
+   * @param opts `addBos` (default: the vocabulary's setting), `parseSpecial`.
+   */
+  tokenize(text: string, opts?: { addBos?: boolean; parseSpecial?: boolean }): number[] {
+    return this.tokenizer.encode(text, opts);
+  }
+
+  /** Token ids to text. */
+  detokenize(ids: readonly number[]): string {
+    return this.tokenizer.decode(ids);
+  }
+
+  /** Empties the context (the KV cache). */
+  reset(): void {
+    this.#assertOpen();
+    this.#cache.clear();
+    this.#tokens = [];
+  }
+
+  /**
+   * Appends tokens to the context and returns the logits of the last one. Tokens are decoded
+   * in batches of `nBatch` (matrix-matrix), positions continuing from the context.
+   *
+   * @param ids Token ids (at least one).
+   * @returns A fresh copy of the last token's logits `[nVocab]`.
+   * @throws {GenerationError} If the tokens do not fit in the context.
+   * @throws {RangeError} If an id is outside the vocabulary.
+   */
+  eval(ids: readonly number[]): Float32Array {
+    this.#assertOpen();
+    if (ids.length === 0) throw new RangeError("eval() needs at least one token");
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.nVocab) {
+        throw new RangeError(`Token id ${id} is outside the vocabulary [0, ${this.config.nVocab})`);
+      }
+    }
+    if (this.#tokens.length + ids.length > this.nCtx) {
+      throw new GenerationError(
+        `Context is full: ${this.#tokens.length} + ${ids.length} tokens exceed nCtx ${this.nCtx}`,
+      );
+    }
+    for (let i = 0; i < ids.length; i += this.nBatch) this.#decode(ids.slice(i, i + this.nBatch));
+    return Float32Array.from(this.#logits);
+  }
+
+  #decode(ids: readonly number[]): void {
+    const t0 = performance.now();
+    const n = ids.length;
+    const start = this.#tokens.length;
+    const positions = Int32Array.from({ length: n }, (_, i) => start + i);
+    const { slots, nKv } = this.#cache.reserve(positions);
+    const batch: Batch = { tokens: Int32Array.from(ids), positions, slots, nKv };
+    try {
+      if (this.#weights.arch === "falcon") {
+        falconForward(this.#ctx, this.#weights.w, batch, this.#logits);
+      } else llamaForward(this.#ctx, this.#weights.w, batch, this.#logits);
+    } catch (error) {
+      this.#cache.release(n);
+      throw error;
+    }
+    this.#tokens.push(...ids);
+    const ms = performance.now() - t0;
+    if (n > 1) {
+      this.timings.promptEvalMs += ms;
+      this.timings.promptTokens += n;
+    } else {
+      this.timings.evalMs += ms;
+      this.timings.evalRuns += 1;
+    }
+  }
+
+  /**
+   * Generates tokens after a prompt, streaming them as they are made. The context is reset
+   * first; the prompt (a string, tokenized with BOS for SentencePiece vocabularies, or ids) is
+   * decoded as one batch, then one token per step. Stops after `maxTokens`, at EOS (unless
+   * `ignoreEos`), or when the context is full.
+   *
+   * @param prompt Text or token ids. An empty prompt becomes `[BOS]`.
+   * @param options Sampling ({@link SamplingParams}), `maxTokens`, `ignoreEos`, `signal`.
+   * @returns An async iterable of `{ id, text }`.
+   * @throws {GenerationError} If the prompt does not fit in `nCtx − 4` tokens or another
+   * generation is running on this model.
+   * @throws The signal's reason when aborted (checked before every token).
+   *
+   * @example Greedy continuation
+   * ```ts ignore
+   * import { loadModel } from "../../mod.ts";
+   * using model = loadModel("assets/fortune-relu.q4.powerinfer.gguf");
+   * let text = "";
+   * for await (const t of model.generate("The best", { maxTokens: 16, temperature: 0 })) {
+   *   text += t.text;
+   * }
+   * ```
+   */
+  async *generate(
+    prompt: string | readonly number[],
+    options: GenerateOptions = {},
+  ): AsyncGenerator<GeneratedToken, void, undefined> {
+    this.#assertOpen();
+    if (this.#busy) throw new GenerationError("Another generation is running on this model");
+    const { maxTokens = 128, ignoreEos = false, addBos, signal, ...sampling } = options;
+    let ids = typeof prompt === "string"
+      ? this.tokenize(prompt, { addBos, parseSpecial: true })
+      : [...prompt];
+    if (ids.length === 0) ids = [this.tokenizer.bosId];
+    if (ids.length > this.nCtx - 4) {
+      throw new GenerationError(
+        `Prompt has ${ids.length} tokens: at most nCtx - 4 = ${this.nCtx - 4} fit`,
+      );
+    }
+    signal?.throwIfAborted();
+    this.#busy = true;
+    try {
+      const sampler = new Sampler(sampling);
+      this.reset();
+      for (const id of ids) sampler.accept(id);
+      let logits = this.eval(ids);
+      const decoder = this.tokenizer.createStreamDecoder();
+      const eos = this.tokenizer.eosId;
+      for (let made = 0; maxTokens < 0 || made < maxTokens; made++) {
+        if (signal) {
+          await macrotask();
+          signal.throwIfAborted();
+        }
+        const t0 = performance.now();
+        if (ignoreEos && eos >= 0 && eos < logits.length) logits[eos] = -Infinity;
+        const id = sampler.sample(logits);
+        sampler.accept(id);
+        this.timings.sampleMs += performance.now() - t0;
+        this.timings.sampleRuns += 1;
+        if (id === eos && !ignoreEos) {
+          const rest = decoder.flush();
+          if (rest) yield { id, text: rest };
+          return;
+        }
+        yield { id, text: decoder.push(id) };
+        if (maxTokens >= 0 && made + 1 >= maxTokens) break;
+        if (this.#tokens.length >= this.nCtx) break;
+        signal?.throwIfAborted();
+        logits = this.eval([id]);
+      }
+      const rest = decoder.flush();
+      if (rest) yield { id: -1, text: rest };
+    } finally {
+      this.#busy = false;
+      if (signal?.aborted) this.#scratch.clear();
+    }
+  }
+
+  /** A one-screen description: architecture, sizes, types, sparse or dense, memory. */
+  summary(): string {
+    const c = this.config;
+    const types = new Map<string, number>();
+    for (const t of this.#file.tensors) {
+      const name = ggmlTypeName(t.type);
+      types.set(name, (types.get(name) ?? 0) + 1);
+    }
+    const mem = this.memoryBytes;
+    const mib = (n: number) => `${(n / 1048576).toFixed(2)} MiB`;
+    const lines = [
+      `model:       ${this.path}`,
+      `format:      ${this.#file.magic} v${this.#file.version} (${
+        c.sparse ? "sparse, predictor-driven FFN" : "dense FFN"
+      })`,
+      `arch:        ${c.arch}${c.sparse ? ` (sparse threshold ${this.threshold.toFixed(2)})` : ""}`,
+      `vocab:       ${c.nVocab} (${this.tokenizer.kind})`,
+      `layers:      ${c.nLayer}, n_embd ${c.nEmbd}, n_ff ${c.nFf}`,
+      `heads:       ${c.nHead} (kv ${c.nHeadKv}), head dim ${c.headDim}, rope ${
+        c.ropeMode === 2 ? "neox" : "normal"
+      } base ${c.ropeFreqBase}`,
+      `tensors:     ${this.#file.tensors.length} (${
+        [...types].map(([k, v]) => `${k} ${v}`).join(", ")
+      })`,
+      `context:     ${this.nCtx} (trained ${c.nCtxTrain}), batch ${this.nBatch}`,
+      `memory:      weights ${mib(mem.weights)} (mapped), KV cache ${
+        mib(mem.kvCache)
+      } (${this.#cache.type})`,
+      `backend:     ${this.#backend.name}`,
+    ];
+    return lines.join("\n");
+  }
+
+  /** Unmaps the file and drops the buffers (idempotent). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#scratch.clear();
+    this.#file.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new GenerationError("The model was closed");
+  }
+}
+
+function envThreshold(): string | undefined {
+  try {
+    return Deno.env.get("LLAMA_SPARSE_PRED_THRESHOLD");
+  } catch {
+    return undefined; // no --allow-env: behave as unset
+  }
+}
+
+function macrotask(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/**
+ * Opens a GGUF (dense) or PWRI (sparse) model file and prepares it for generation.
+ *
+ * @param path Model file.
+ * @param options Threads, context size, KV type, GPU-index placeholders, profiler hook.
+ * @returns The model; dispose it when done.
+ * @throws {ModelConfigError} If the hyperparameters or tensors are missing or inconsistent.
+ * @throws {TokenizerError} If the vocabulary is missing or inconsistent.
+ * @throws {MappedFileError} If the file cannot be opened.
+ *
+ * @example Load, evaluate, dispose
+ * ```ts ignore
+ * import { loadModel } from "../../mod.ts";
+ * using model = loadModel("assets/fortune-relu.q4.powerinfer.gguf", { nCtx: 256 });
+ * const logits = model.eval([1, 450]);
+ * console.log(logits.length); // 1024
+ * ```
+ */
+export function loadModel(path: string, options: LoadModelOptions = {}): Model {
+  const t0 = performance.now();
+  const file = openGguf(path);
+  try {
+    return new Model(path, file, options, t0);
+  } catch (error) {
+    file.close();
+    throw error;
+  }
+}

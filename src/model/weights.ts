@@ -1,0 +1,154 @@
+/**
+ * Zero-copy weight views from a model file, with shape and type checks, and the tensor-name
+ * table of every architecture (names verbatim, grep-able against llama.cpp and PowerInfer).
+ *
+ * @module
+ */
+
+import { ModelConfigError } from "../errors.ts";
+import type { GgufFile, GgufTensorInfo } from "../gguf/reader.ts";
+import { GgmlType, ggmlTypeName } from "../gguf/types.ts";
+import type { WeightTensor } from "../backend/backend.ts";
+
+/** Types the matmul kernels accept for 2-D weights. */
+export const MATMUL_TYPES: readonly GgmlType[] = [
+  GgmlType.F32,
+  GgmlType.F16,
+  GgmlType.Q4_0,
+  GgmlType.Q8_0,
+  GgmlType.Q6_K,
+];
+
+function describe(ne: readonly number[]): string {
+  return `[${ne.join(", ")}]`;
+}
+
+/** Looks a tensor up, or throws `Tensor "<name>" is missing`. */
+export function requireTensor(file: GgufFile, name: string): GgufTensorInfo {
+  const info = file.tensor(name);
+  if (!info) throw new ModelConfigError(`Tensor "${name}" is missing`);
+  return info;
+}
+
+/**
+ * A 2-D weight with ggml dims `[nCols, nRows]`, checked against the expected shape and the
+ * types matmul supports.
+ *
+ * @throws {ModelConfigError} If it is missing, has another shape or an unsupported type.
+ */
+export function matrix(file: GgufFile, name: string, nCols: number, nRows: number): WeightTensor {
+  const info = requireTensor(file, name);
+  const ne = info.ne.filter((d, i) => i < 2 || d !== 1);
+  if (ne.length !== 2 || ne[0] !== nCols || ne[1] !== nRows) {
+    throw new ModelConfigError(
+      `Tensor "${name}" has shape ${describe(info.ne)}: expected ${describe([nCols, nRows])}`,
+    );
+  }
+  if (!MATMUL_TYPES.includes(info.type)) {
+    throw new ModelConfigError(
+      `Tensor "${name}" has type ${ggmlTypeName(info.type)}: expected one of ${
+        MATMUL_TYPES.map(ggmlTypeName).join(", ")
+      }`,
+    );
+  }
+  return { name, type: info.type, nRows, nCols, data: file.tensorData(info) };
+}
+
+/**
+ * A 1-D f32 vector of length n (norm weights and biases). F32 data is viewed without a copy
+ * when aligned; F16 data is widened (exactly) into a new array.
+ *
+ * @throws {ModelConfigError} If it is missing, has another length or type.
+ */
+export function vector(file: GgufFile, name: string, n: number): Float32Array {
+  const info = requireTensor(file, name);
+  const count = info.ne.reduce((a, b) => a * b, 1);
+  if (count !== n || (info.ne[0] ?? 1) !== n) {
+    throw new ModelConfigError(
+      `Tensor "${name}" has shape ${describe(info.ne)}: expected [${n}]`,
+    );
+  }
+  const bytes = file.tensorData(info);
+  if (info.type === GgmlType.F32) {
+    if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, n);
+    return new Float32Array(bytes.slice().buffer);
+  }
+  if (info.type === GgmlType.F16) {
+    const h = new Float16Array(bytes.slice().buffer);
+    return Float32Array.from(h);
+  }
+  throw new ModelConfigError(
+    `Tensor "${name}" has type ${ggmlTypeName(info.type)}: expected F32 or F16`,
+  );
+}
+
+/** Optional 1-D vector: undefined when the tensor is absent. */
+export function optionalVector(file: GgufFile, name: string, n: number): Float32Array | undefined {
+  return file.tensor(name) ? vector(file, name, n) : undefined;
+}
+
+/**
+ * Dequantizes row `row` of a weight into `out` (exactly, spec q4_0.md §2): the token embedding
+ * lookup (`get_rows`).
+ *
+ * @throws {ModelConfigError} For types other than F32, F16, Q4_0 and Q8_0.
+ * @throws {RangeError} If the row is out of range.
+ */
+export function dequantizeRow(w: WeightTensor, row: number, out: Float32Array): void {
+  if (!Number.isInteger(row) || row < 0 || row >= w.nRows) {
+    throw new RangeError(`Row ${row} of "${w.name}" is outside [0, ${w.nRows})`);
+  }
+  const n = w.nCols;
+  const d = w.data;
+  switch (w.type) {
+    case GgmlType.F32: {
+      const off = d.byteOffset + row * n * 4;
+      if (off % 4 === 0) out.set(new Float32Array(d.buffer, off, n));
+      else out.set(new Float32Array(d.slice(row * n * 4, (row + 1) * n * 4).buffer));
+      return;
+    }
+    case GgmlType.F16: {
+      const off = d.byteOffset + row * n * 2;
+      const h = off % 2 === 0
+        ? new Float16Array(d.buffer, off, n)
+        : new Float16Array(d.slice(row * n * 2, (row + 1) * n * 2).buffer);
+      for (let i = 0; i < n; i++) out[i] = h[i]!;
+      return;
+    }
+    case GgmlType.Q4_0:
+    case GgmlType.Q8_0: {
+      const q4 = w.type === GgmlType.Q4_0;
+      const blockBytes = q4 ? 18 : 34;
+      const nBlocks = n / 32;
+      const base = row * nBlocks * blockBytes;
+      const view = new DataView(d.buffer, d.byteOffset, d.byteLength);
+      for (let b = 0; b < nBlocks; b++) {
+        const p = base + b * blockBytes;
+        const scale = Math.fround(f16(view.getUint16(p, true)));
+        for (let j = 0; j < (q4 ? 16 : 32); j++) {
+          if (q4) {
+            const byte = d[p + 2 + j]!;
+            out[b * 32 + j] = Math.fround(((byte & 0xf) - 8) * scale);
+            out[b * 32 + j + 16] = Math.fround(((byte >> 4) - 8) * scale);
+          } else {
+            out[b * 32 + j] = Math.fround(view.getInt8(p + 2 + j) * scale);
+          }
+        }
+      }
+      return;
+    }
+    default:
+      throw new ModelConfigError(
+        `Cannot look up rows of "${w.name}" with type ${
+          ggmlTypeName(w.type)
+        }: expected F32, F16, Q4_0 or Q8_0`,
+      );
+  }
+}
+
+const F16_SCRATCH = new Uint16Array(1);
+const F16_VIEW = new Float16Array(F16_SCRATCH.buffer);
+function f16(bits: number): number {
+  F16_SCRATCH[0] = bits;
+  return F16_VIEW[0]!;
+}
