@@ -26,12 +26,16 @@ export function signedAbsMax(x: ArrayLike<number>, o: number, n: number): number
 
 /**
  * ggml's `nearest_int`: adds 1.5·2^23 in float32 (rounding half to even onto the integer grid)
- * and reads the integer back. Valid for |v| < 2^22; NaN gives 0 as on x86.
+ * and reads the integer back from the low 23 bits, exactly as the C bit trick does (so inputs
+ * outside |v| < 2^22, and NaN, give the same numbers the C code gives).
  */
 export function nearestInt(v: number): number {
-  const r = Math.fround(v + 12582912) - 12582912;
-  return Number.isNaN(r) ? 0 : r;
+  NI_F32[0] = v + 12582912;
+  return (NI_U32[0]! & 0x007fffff) - 0x00400000;
 }
+
+const NI_F32 = new Float32Array(1);
+const NI_U32 = new Uint32Array(NI_F32.buffer);
 
 /** C's `roundf`: to nearest, halves away from zero. */
 export function roundHalfAway(v: number): number {
