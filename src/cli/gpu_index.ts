@@ -1,0 +1,125 @@
+/**
+ * `deno task gpu-index`: plans which FFN neurons of a PowerInfer model go to the GPU under a VRAM
+ * budget, prints the plan and writes `<model>.generated.gpuidx` (spec gpu-index.md). Replaces
+ * PowerInfer's `python3 -m powerinfer` (exact solver, no Python, layers matched by number).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { dirname, join } from "node:path";
+import { PowerInferError } from "../errors.ts";
+import { openGguf } from "../gguf/open.ts";
+import { budgetShapeOf } from "../gpu_index/budget.ts";
+import { gpuIndexPathFor, writeGpuIndex } from "../gpu_index/gpuidx.ts";
+import { formatPlan, planGpuIndex, planToJson } from "../gpu_index/plan.ts";
+import { readActivationDir } from "../gpu_index/stats.ts";
+
+const USAGE = `usage: deno task gpu-index -m MODEL --vram-budget GiB [options]
+
+Chooses the hot FFN neurons of a PowerInfer (PWRI) model for the GPU, maximising the activation
+mass on the GPU under the budget, and writes the index PowerInfer and powerinfer-deno load.
+
+options:
+  -h, --help              show this help and exit
+  -m, --model FNAME       model path (required)
+      --activation DIR    activation statistics (default: <model dir>/activation); either
+                          activation_<L>.pt files or our activation_counts.json
+      --vram-budget GiB   VRAM budget; dense blocks (attention, predictor, norms, output,
+                          KV cache, scratch) are counted first, neurons get the rest
+      --neurons N         neuron capacity given directly (overrides the budget's)
+      --batch N           neurons per group (default 256)
+      --threshold N       a layer with hot neurons gets at least N (default 0)
+  -c, --ctx-size N        context size for the KV cache (default 512)
+  -b, --batch-size N      tokens per decode for the scratch estimate (default 512)
+      --memory-f32        f32 KV cache instead of f16
+      --out FNAME         index path (default: <model>.generated.gpuidx)
+      --no-write          print the plan only
+      --json              print the plan as JSON (with neuronsPerLayer)
+`;
+
+/** Runs the CLI; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: args.map((a) => (a.startsWith("--") ? a.replaceAll("_", "-") : a)),
+      options: {
+        help: { type: "boolean", short: "h" },
+        model: { type: "string", short: "m" },
+        activation: { type: "string" },
+        "vram-budget": { type: "string" },
+        neurons: { type: "string" },
+        batch: { type: "string" },
+        threshold: { type: "string" },
+        "ctx-size": { type: "string", short: "c" },
+        "batch-size": { type: "string", short: "b" },
+        "memory-f32": { type: "boolean" },
+        out: { type: "string" },
+        "no-write": { type: "boolean" },
+        json: { type: "boolean" },
+      },
+      strict: true,
+    }));
+  } catch (error) {
+    console.error(`error: ${(error as Error).message}\n\n${USAGE}`);
+    return 1;
+  }
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (!values.model) {
+    console.error(`error: -m MODEL is required\n\n${USAGE}`);
+    return 1;
+  }
+  if (values["vram-budget"] === undefined && values.neurons === undefined) {
+    console.error(`error: give --vram-budget GiB or --neurons N\n\n${USAGE}`);
+    return 1;
+  }
+  const num = (name: string, v: string | undefined): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new RangeError(`Invalid value for --${name}: ${v}`);
+    return n;
+  };
+  try {
+    const modelPath = values.model;
+    using file = openGguf(modelPath);
+    const shape = budgetShapeOf(file);
+    const dir = values.activation ?? join(dirname(modelPath), "activation");
+    const stats = await readActivationDir(dir, { nLayer: shape.nLayer, nFf: shape.nFf });
+    const plan = planGpuIndex(file, stats, {
+      vramBudgetGiB: num("vram-budget", values["vram-budget"]),
+      neurons: num("neurons", values.neurons),
+      batch: num("batch", values.batch),
+      threshold: num("threshold", values.threshold),
+      nCtx: num("ctx-size", values["ctx-size"]),
+      nBatch: num("batch-size", values["batch-size"]),
+      kvType: values["memory-f32"] ? "f32" : "f16",
+    });
+    const out = values.out ?? gpuIndexPathFor(modelPath);
+    if (!values["no-write"]) await writeGpuIndex(out, plan.index);
+    if (values.json) {
+      console.log(JSON.stringify({
+        model: modelPath,
+        activation: stats.source,
+        ...(values["no-write"] ? {} : { out }),
+        ...planToJson(plan),
+      }));
+    } else {
+      console.log(`model: ${modelPath}\nstatistics: ${stats.source}`);
+      console.log(formatPlan(plan));
+      if (!values["no-write"]) console.log(`wrote ${out}`);
+    }
+    return 0;
+  } catch (error) {
+    if (error instanceof PowerInferError || error instanceof RangeError) {
+      console.error(`error: ${error.message}`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
