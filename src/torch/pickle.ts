@@ -47,7 +47,7 @@ const builtBy = new WeakMap<object, PickleCallable>();
  */
 export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const decoder = new TextDecoder("utf-8", { fatal: true });
+  const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
   const latin1 = new TextDecoder("latin1");
   const stack: unknown[] = [];
   const marks: number[] = [];
