@@ -1,0 +1,453 @@
+/**
+ * Whole-model quantization like PowerInfer's `quantize` (shared/spec/q4_0.md §5): which tensor
+ * becomes which type, what the header says, and a streaming rewrite of the file tensor by tensor
+ * through the GGUF writer (a 40 GB input never has to fit in memory: sources are mmapped views
+ * and only one output tensor is in memory at a time).
+ *
+ * @module
+ */
+import { basename, dirname, join, resolve } from "node:path";
+import { QuantizeError } from "../errors.ts";
+import { GgmlType, ggmlTypeName, type GgufKv, GgufValueType } from "../gguf/types.ts";
+import type { GgufFile, GgufTensorInfo } from "../gguf/reader.ts";
+import { openGguf } from "../gguf/open.ts";
+import { type GgufWriteSpec, layoutGguf, writeGguf } from "../gguf/writer.ts";
+import * as native from "../../ffi/ops.ts";
+import { dequantize, quantize } from "./quantize.ts";
+
+/** Target types `quantizeModel` accepts. */
+export type QuantizeTarget = "F32" | "F16" | "Q4_0" | "Q5_0" | "Q8_0";
+
+/** llama_ftype written to `general.file_type` per target (spec gguf.md §5). */
+export const QUANTIZE_FTYPES: Readonly<Record<QuantizeTarget, number>> = {
+  F32: 0,
+  F16: 1,
+  Q4_0: 2,
+  Q8_0: 7,
+  Q5_0: 8,
+};
+
+const TARGET_TYPES: Readonly<Record<QuantizeTarget, GgmlType>> = {
+  F32: GgmlType.F32,
+  F16: GgmlType.F16,
+  Q4_0: GgmlType.Q4_0,
+  Q8_0: GgmlType.Q8_0,
+  Q5_0: GgmlType.Q5_0,
+};
+
+/** Source types a quantized tensor can be read from with `allowRequantize`. */
+const REQUANTIZABLE: ReadonlySet<GgmlType> = new Set([
+  GgmlType.Q4_0,
+  GgmlType.Q5_0,
+  GgmlType.Q8_0,
+  GgmlType.Q6_K,
+]);
+
+/** `general.quantization_version` written by quantize. */
+export const QUANTIZATION_VERSION = 2;
+
+/**
+ * Parses a target type given by name (case-insensitive) or llama_ftype number, as PowerInfer's
+ * `quantize` accepts them (spec cli.md §3), restricted to the targets supported here.
+ *
+ * @param text E.g. `"q4_0"`, `"Q8_0"`, `"F16"`, `"2"`.
+ * @returns The target.
+ * @throws {QuantizeError} If the name is unknown or a type this tool does not write.
+ *
+ * @example Names and numbers
+ * ```ts
+ * import { equal, throws } from "node:assert/strict";
+ * import { parseQuantizeTarget } from "./quantize_model.ts";
+ * equal(parseQuantizeTarget("q4_0"), "Q4_0");
+ * equal(parseQuantizeTarget("7"), "Q8_0");
+ * throws(() => parseQuantizeTarget("Q3_K"));
+ * ```
+ */
+export function parseQuantizeTarget(text: string): QuantizeTarget {
+  const upper = text.trim().toUpperCase();
+  for (const [name, ftype] of Object.entries(QUANTIZE_FTYPES)) {
+    if (upper === name || upper === String(ftype)) return name as QuantizeTarget;
+  }
+  const known = "Q4_0 (2), Q5_0 (8), Q8_0 (7), F16 (1), F32 (0)";
+  const kquant = /^(Q[2-6]_K(_[SML])?|Q4_1|Q5_1|COPY|1[0-8]|3|9)$/.test(upper);
+  throw new QuantizeError(
+    kquant
+      ? `Quantization type "${text}" is not supported by this tool: expected one of ${known}`
+      : `Unknown quantization type "${text}": expected one of ${known}`,
+  );
+}
+
+/** How a `quantizeModel` call decides and computes. */
+export interface QuantizePlanOptions {
+  /** Quantize every 2-D weight to exactly the target (no output/predictor rules). */
+  pure?: boolean;
+  /** Keep `output.weight` as it is. */
+  leaveOutputTensor?: boolean;
+  /** Accept already-quantized sources (Q4_0, Q5_0, Q8_0, Q6_K), dequantizing them first. */
+  allowRequantize?: boolean;
+}
+
+/** What happens to one tensor. */
+export interface QuantizePlanEntry {
+  readonly name: string;
+  readonly ne: readonly number[];
+  readonly srcType: GgmlType;
+  readonly dstType: GgmlType;
+  /** "copy": bytes unchanged; "quantize": from F32/F16; "requantize": from a quantized type. */
+  readonly action: "copy" | "quantize" | "requantize";
+}
+
+/**
+ * The type PowerInfer's `quantize` (non-pure) gives a 2-D weight it quantizes (spec q4_0.md §5):
+ * `output.weight` becomes Q6_K, or Q8_0 for Falcon, when its row length is not a multiple of 256
+ * or when the target is Q8_0; predictor `fc1`/`fc2` become Q4_0 for a Q4_0 target and Q5_0
+ * otherwise; everything else becomes the target.
+ */
+function chooseType(name: string, ne: readonly number[], arch: string, target: GgmlType): GgmlType {
+  if (name === "output.weight") {
+    if (arch === "falcon" || ne[0]! % 256 !== 0) return GgmlType.Q8_0;
+    return target === GgmlType.Q8_0 ? GgmlType.Q8_0 : GgmlType.Q6_K;
+  }
+  if (name.endsWith("fc1.weight") || name.endsWith("fc2.weight")) {
+    return target === GgmlType.Q4_0 ? GgmlType.Q4_0 : GgmlType.Q5_0;
+  }
+  return target;
+}
+
+/**
+ * Decides, for every tensor in file order, its output type and how it is produced; checks
+ * every refusal before anything is written.
+ *
+ * @param tensors The input's tensor infos, in file order.
+ * @param arch The input's `general.architecture`.
+ * @param target Target type.
+ * @param options `pure`, `leaveOutputTensor`, `allowRequantize`.
+ * @returns One entry per tensor, in order.
+ * @throws {QuantizeError} If a source cannot be requantized, or a row length is not a multiple
+ * of the chosen type's block size (naming the tensor).
+ *
+ * @example A LLaMA PWRI model to Q4_0
+ * ```ts
+ * import { deepEqual } from "node:assert/strict";
+ * import { GgmlType } from "../gguf/types.ts";
+ * import { planQuantization } from "./quantize_model.ts";
+ * const t = (name: string, ne: number[]) => ({ name, type: GgmlType.F16, ne, offsetBytes: 0, byteLength: 0 });
+ * const plan = planQuantization(
+ *   [t("token_embd.weight", [256, 100]), t("output.weight", [256, 100]), t("blk.0.fc1.weight", [256, 32]),
+ *    { name: "output_norm.weight", type: GgmlType.F32, ne: [256], offsetBytes: 0, byteLength: 0 }],
+ *   "llama",
+ *   "Q4_0",
+ * );
+ * deepEqual(plan.map((e) => e.dstType), [GgmlType.Q4_0, GgmlType.Q6_K, GgmlType.Q4_0, GgmlType.F32]);
+ * ```
+ */
+export function planQuantization(
+  tensors: readonly GgufTensorInfo[],
+  arch: string,
+  target: QuantizeTarget,
+  options: QuantizePlanOptions = {},
+): QuantizePlanEntry[] {
+  const targetType = TARGET_TYPES[target];
+  return tensors.map((t) => {
+    const quantized = t.name.endsWith("weight") && t.ne.length === 2 &&
+      !(options.leaveOutputTensor && t.name === "output.weight");
+    const dstType = !quantized
+      ? t.type
+      : options.pure
+      ? targetType
+      : chooseType(t.name, t.ne, arch, targetType);
+    const base = { name: t.name, ne: [...t.ne], srcType: t.type, dstType };
+    if (dstType === t.type) return { ...base, action: "copy" };
+    const info = `tensor "${t.name}" [${t.ne.join(", ")}]`;
+    if (t.type !== GgmlType.F32 && t.type !== GgmlType.F16) {
+      if (!options.allowRequantize) {
+        throw new QuantizeError(
+          `Cannot quantize ${info} from ${ggmlTypeName(t.type)} to ${
+            ggmlTypeName(dstType)
+          }: the input is already quantized (pass --allow-requantize to dequantize it first)`,
+        );
+      }
+      if (!REQUANTIZABLE.has(t.type)) {
+        throw new QuantizeError(
+          `Cannot requantize ${info}: source type ${
+            ggmlTypeName(t.type)
+          } cannot be dequantized here (expected F32, F16, Q4_0, Q5_0, Q8_0 or Q6_K)`,
+        );
+      }
+    }
+    const blockSize = dstType === GgmlType.Q6_K
+      ? 256
+      : dstType === GgmlType.F32 || dstType === GgmlType.F16
+      ? 1
+      : 32;
+    if (t.ne[0]! % blockSize !== 0) {
+      throw new QuantizeError(
+        `Cannot quantize ${info} to ${ggmlTypeName(dstType)}: its row length ${
+          t.ne[0]
+        } is not a multiple of the block size ${blockSize}`,
+      );
+    }
+    return {
+      ...base,
+      action: t.type === GgmlType.F32 || t.type === GgmlType.F16 ? "quantize" : "requantize",
+    };
+  });
+}
+
+/**
+ * The output metadata: the input's KV pairs in order, then `general.quantization_version` and
+ * `general.file_type` set (in place when present, else appended), as ggml's quantize does.
+ *
+ * @param metadata Input KV pairs in file order.
+ * @param target Target type (its llama_ftype goes to `general.file_type`).
+ * @returns The output KV pairs.
+ *
+ * @example Keys are updated in place or appended in order
+ * ```ts
+ * import { deepEqual } from "node:assert/strict";
+ * import { GgufValueType } from "../gguf/types.ts";
+ * import { quantizedMetadata } from "./quantize_model.ts";
+ * const out = quantizedMetadata([
+ *   { key: "general.architecture", type: GgufValueType.STRING, value: "llama" },
+ *   { key: "general.file_type", type: GgufValueType.UINT32, value: 1 },
+ * ], "Q4_0");
+ * deepEqual(out.map((kv) => [kv.key, kv.value]), [
+ *   ["general.architecture", "llama"], ["general.file_type", 2], ["general.quantization_version", 2],
+ * ]);
+ * ```
+ */
+export function quantizedMetadata(metadata: Iterable<GgufKv>, target: QuantizeTarget): GgufKv[] {
+  const out = [...metadata];
+  const set = (key: string, value: number) => {
+    const kv: GgufKv = { key, type: GgufValueType.UINT32, value };
+    const i = out.findIndex((e) => e.key === key);
+    if (i >= 0) out[i] = kv;
+    else out.push(kv);
+  };
+  set("general.quantization_version", QUANTIZATION_VERSION);
+  set("general.file_type", QUANTIZE_FTYPES[target]);
+  return out;
+}
+
+/** Progress of `quantizeModel`, reported when a tensor starts and when it is written. */
+export interface QuantizeProgress {
+  readonly phase: "start" | "done";
+  /** 0-based index of the tensor this event is about. */
+  readonly index: number;
+  readonly nTensors: number;
+  readonly entry: QuantizePlanEntry;
+  /** Input tensor bytes finished so far (excluding this tensor on "start"). */
+  readonly inputBytesDone: number;
+  readonly inputBytesTotal: number;
+  /** Output file bytes written so far. */
+  readonly outputBytesDone: number;
+  readonly outputBytesTotal: number;
+  readonly elapsedMs: number;
+}
+
+/** Options of {@linkcode quantizeModel}. */
+export interface QuantizeModelOptions extends QuantizePlanOptions {
+  /** Kernel threads (0 or absent: the library default, physical cores). */
+  threads?: number;
+  /**
+   * "native" (default): the kernel library; "ref": the scalar TypeScript references (slow;
+   * for tests and machines without the library). Both give the same bytes.
+   */
+  backend?: "native" | "ref";
+  /** Q4_0/Q5_0 `x·id + 8.5` as one FMA like PowerInfer's x86 binaries (default true). */
+  fused?: boolean;
+  onProgress?: (progress: QuantizeProgress) => void;
+  /** Aborting stops before the next tensor; no output file is left behind. */
+  signal?: AbortSignal;
+}
+
+/** What `quantizeModel` did. */
+export interface QuantizeSummary {
+  readonly inputPath: string;
+  readonly outputPath: string;
+  readonly target: QuantizeTarget;
+  readonly inputBytes: number;
+  readonly outputBytes: number;
+  readonly seconds: number;
+  readonly plan: readonly QuantizePlanEntry[];
+}
+
+function sameFile(a: Deno.FileInfo, b: Deno.FileInfo): boolean {
+  return a.dev === b.dev && a.ino === b.ino && a.ino !== null;
+}
+
+/** Refuses an output path that is (or links to) the input. */
+function checkPaths(inputPath: string, outputPath: string): void {
+  const input = Deno.statSync(inputPath);
+  let output: Deno.FileInfo | undefined;
+  try {
+    output = Deno.statSync(outputPath);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  let realIn = resolve(inputPath);
+  let realOut = resolve(outputPath);
+  try {
+    realIn = Deno.realPathSync(inputPath);
+    realOut = output
+      ? Deno.realPathSync(outputPath)
+      : join(Deno.realPathSync(dirname(resolve(outputPath))), basename(outputPath));
+  } catch {
+    // a missing output directory is reported by the writer
+  }
+  if (realIn === realOut || (output && sameFile(input, output))) {
+    throw new QuantizeError(
+      `Output path "${outputPath}" is the input file "${inputPath}": choose another output path`,
+    );
+  }
+}
+
+/**
+ * Quantizes a GGUF/PWRI model file like PowerInfer's `quantize`: PWRI stays PWRI, version 3,
+ * metadata carried over in order with `general.file_type` and `general.quantization_version`
+ * set, tensor order and names kept, 2-D weights converted per {@linkcode planQuantization}, the
+ * rest copied. Writes a temporary file beside `outputPath` and renames it at the end; on any
+ * failure (including a full disk or an abort) no output file is left.
+ *
+ * @param inputPath Model to read (mapped, never loaded whole).
+ * @param outputPath File to write; must not be the input (also through links).
+ * @param target Target type.
+ * @param options Plan options, threads, backend, progress callback, abort signal.
+ * @returns Sizes, time and the plan.
+ * @throws {QuantizeError} On every refusal (bad paths, a GPU-index input, requantizing, row
+ * lengths) and when the output cannot be written.
+ *
+ * @example Quantize a model to Q4_0
+ * ```ts ignore
+ * import { quantizeModel } from "./quantize_model.ts";
+ * const summary = await quantizeModel("model.f16.gguf", "model.q4_0.gguf", "Q4_0");
+ * console.log(summary.outputBytes);
+ * ```
+ */
+export async function quantizeModel(
+  inputPath: string,
+  outputPath: string,
+  target: QuantizeTarget,
+  options: QuantizeModelOptions = {},
+): Promise<QuantizeSummary> {
+  const t0 = performance.now();
+  try {
+    checkPaths(inputPath, outputPath);
+  } catch (error) {
+    if (error instanceof QuantizeError) throw error;
+    throw new QuantizeError(`Cannot read input "${inputPath}": ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  const ops = options.backend === "ref" ? undefined : native;
+  if (ops) {
+    try {
+      if (options.threads !== undefined) ops.setThreads(options.threads);
+      else ops.getThreads();
+    } catch (cause) {
+      throw new QuantizeError(`Cannot use the native kernels: ${(cause as Error).message}`, {
+        cause,
+      });
+    }
+  }
+  let file: GgufFile;
+  try {
+    file = openGguf(inputPath);
+  } catch (cause) {
+    throw new QuantizeError(`Cannot open input "${inputPath}": ${(cause as Error).message}`, {
+      cause,
+    });
+  }
+  try {
+    if (file.kind === "powerinfer-gpu-index") {
+      throw new QuantizeError(`Input "${inputPath}" is a GPU-index file, not a model`);
+    }
+    const arch = file.getString("general.architecture") ?? "";
+    const plan = planQuantization(file.tensors, arch, target, options);
+    const fused = options.fused ?? true;
+    const inputBytesTotal = file.tensors.reduce((s, t) => s + t.byteLength, 0);
+    let inputBytesDone = 0;
+    let outputBytesDone = 0;
+    let outputBytesTotal = 0;
+    const report = (phase: "start" | "done", index: number) =>
+      options.onProgress?.({
+        phase,
+        index,
+        nTensors: plan.length,
+        entry: plan[index]!,
+        inputBytesDone,
+        inputBytesTotal,
+        outputBytesDone,
+        outputBytesTotal,
+        elapsedMs: performance.now() - t0,
+      });
+
+    const produce = (index: number): Uint8Array => {
+      options.signal?.throwIfAborted();
+      const entry = plan[index]!;
+      const info = file.tensors[index]!;
+      report("start", index);
+      const src = file.tensorData(info);
+      if (entry.action === "copy") return src;
+      const nCols = entry.ne[0]!;
+      const nRows = entry.ne.slice(1).reduce((a, b) => a * b, 1);
+      if (!ops) {
+        return quantize(entry.dstType, dequantize(entry.srcType, src), { fused });
+      }
+      const out = new Uint8Array(ops.rowByteLength(entry.dstType, nCols) * nRows);
+      if (entry.action === "quantize") {
+        ops.quantizeRows(out, entry.dstType, src, entry.srcType, nRows, nCols, { fused });
+      } else {
+        const wide = new Float32Array(nRows * nCols);
+        ops.dequantizeRows(wide, src, entry.srcType, nRows, nCols);
+        ops.quantizeRows(out, entry.dstType, wide, GgmlType.F32, nRows, nCols, { fused });
+      }
+      return out;
+    };
+
+    const spec: GgufWriteSpec = {
+      magic: file.magic,
+      version: 3,
+      metadata: quantizedMetadata(file.metadata.values(), target),
+      tensors: plan.map((entry, i) => ({
+        name: entry.name,
+        type: entry.dstType,
+        ne: [...entry.ne],
+        data: () => produce(i),
+      })),
+    };
+    outputBytesTotal = layoutGguf(spec).totalBytes;
+    try {
+      await writeGguf(outputPath, spec, {
+        onProgress: (done, _total, bytesDone, bytesTotal) => {
+          inputBytesDone += file.tensors[done - 1]!.byteLength;
+          outputBytesDone = bytesDone;
+          outputBytesTotal = bytesTotal;
+          report("done", done - 1);
+        },
+      });
+    } catch (error) {
+      if (error instanceof QuantizeError) throw error;
+      if (options.signal?.aborted && error === options.signal.reason) {
+        throw new QuantizeError(`Quantization of "${inputPath}" was aborted; no output written`, {
+          cause: error,
+        });
+      }
+      throw new QuantizeError(
+        `Cannot write "${outputPath}": ${(error as Error).message}; no output written`,
+        { cause: error },
+      );
+    }
+    return {
+      inputPath,
+      outputPath,
+      target,
+      inputBytes: file.byteLength,
+      outputBytes: outputBytesTotal,
+      seconds: (performance.now() - t0) / 1000,
+      plan,
+    };
+  } finally {
+    file.close();
+  }
+}
