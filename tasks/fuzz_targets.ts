@@ -14,6 +14,7 @@
 
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { parseGguf } from "../src/gguf/reader.ts";
+import { ACTIVATION_PT_FUZZ_TARGET, GPUIDX_FUZZ_TARGET } from "../src/gpu_index/fuzz_targets.ts";
 import { serializeGguf } from "../src/gguf/writer.ts";
 import { GgmlType, type GgufKv, GgufValueType } from "../src/gguf/types.ts";
 
@@ -198,7 +199,11 @@ export const GGUF_FUZZ_TARGET: FuzzTarget = {
 };
 
 /** Every registered target; append yours. */
-export const FUZZ_TARGETS: FuzzTarget[] = [GGUF_FUZZ_TARGET];
+export const FUZZ_TARGETS: FuzzTarget[] = [
+  GGUF_FUZZ_TARGET,
+  ACTIVATION_PT_FUZZ_TARGET,
+  GPUIDX_FUZZ_TARGET,
+];
 
 /** Adds a target (for modules that prefer registering from their own file). */
 export function registerFuzzTarget(target: FuzzTarget): void {
