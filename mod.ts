@@ -12,6 +12,16 @@ export * from "./src/gguf/writer.ts";
 export * from "./src/gguf/open.ts";
 export { DEFAULT_SAMPLING, Mt19937, Sampler, type SamplingParams } from "./src/sampling.ts";
 export {
+  type DecodeOptions,
+  type EncodeOptions,
+  loadTokenizer,
+  type StreamDecoder,
+  type Tokenizer,
+  tokenizerFromGguf,
+  VocabTokenizer,
+} from "./src/tokenizer/tokenizer.ts";
+export { loadVocab, type LoadVocabOptions, TokenType, type Vocab } from "./src/tokenizer/vocab.ts";
+export {
   openTorchCheckpoint,
   openTorchStateDict,
   readTorchFile,
