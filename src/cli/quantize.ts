@@ -98,8 +98,14 @@ function progressPrinter(
     const line = `\r[${bar}] ${n}/${p.nTensors} tensors, ` +
       `${formatBytes(p.inputBytesDone)}/${formatBytes(p.inputBytesTotal)} read, ` +
       `ETA ${formatSeconds(eta)}  ${e.name} ${conv}`;
-    const cols = Deno.stdout.isTerminal() ? Deno.consoleSize().columns : 120;
-    Deno.stdout.writeSync(encoder.encode(`${line.slice(0, cols)}\x1b[K`));
+    let cols = 0;
+    try {
+      cols = Deno.consoleSize().columns;
+    } catch {
+      // not a console after all
+    }
+    if (cols < 40) cols = 120;
+    Deno.stdout.writeSync(encoder.encode(`${line.slice(0, cols - 1)}\x1b[K`));
     if (p.phase === "done" && p.index + 1 === p.nTensors) {
       Deno.stdout.writeSync(encoder.encode("\n"));
     }
