@@ -38,7 +38,9 @@ function exists(path: string): boolean {
 
 function listDir(dir: string): string[] {
   try {
-    return [...Deno.readDirSync(dir)].filter((e) => e.isFile).map((e) => e.name).sort();
+    // Follow symlinks: the Hugging Face cache links snapshot files to blobs.
+    return [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => exists(join(dir, n)))
+      .sort();
   } catch (cause) {
     throw new ConvertError(`Cannot read model directory ${dir}`, { cause });
   }

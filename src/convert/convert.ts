@@ -221,7 +221,7 @@ function openPredictors(
   }
   for (const e of entries) {
     const m = /^model_(\d+)\.pt$/.exec(e.name);
-    if (m && e.isFile) files.push(Number(m[1]));
+    if (m && (e.isFile || e.isSymlink)) files.push(Number(m[1]));
   }
   files.sort((a, b) => a - b);
   if (files.length !== nLayer || files.some((f, i) => f !== i)) {
