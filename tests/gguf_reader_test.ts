@@ -2,7 +2,8 @@
 import { deepStrictEqual, equal, match, ok, throws } from "node:assert/strict";
 import { GgufFormatError, MappedFileError, ModelConfigError } from "../src/errors.ts";
 import { GgmlType, GgufValueType } from "../src/gguf/types.ts";
-import { parseGguf } from "../src/gguf/reader.ts";
+import { parseGguf, parseGgufSource } from "../src/gguf/reader.ts";
+import { layoutGguf } from "../src/gguf/writer.ts";
 import { openGguf } from "../src/gguf/open.ts";
 import { sharedFixture } from "./_helpers.ts";
 
@@ -408,4 +409,33 @@ Deno.test("parseGguf() rejects u64 fields above 2^53", () => {
     header(0, 1).str("a").u32(GgufValueType.UINT64).u64(2n ** 64n - 1n).build(),
   );
   equal(file.get("a")?.value, 2n ** 64n - 1n);
+});
+
+Deno.test("parseGgufSource() reads only header windows; tensor views are made per tensor", () => {
+  // A 3 GiB file described by its header alone: any read of the data section would fail.
+  const spec = {
+    metadata: [],
+    tensors: Array.from({ length: 3 }, (_, i) => ({
+      name: `t${i}`,
+      type: GgmlType.F32,
+      ne: [1 << 28],
+      data: () => new Uint8Array(),
+    })),
+  };
+  const layout = layoutGguf(spec);
+  const calls: [number, number][] = [];
+  const file = parseGgufSource({
+    byteLength: layout.totalBytes,
+    view(offsetBytes, byteLength) {
+      calls.push([offsetBytes, byteLength]);
+      if (offsetBytes >= layout.dataOffset) return new Uint8Array(0); // stands in for a lazy view
+      const out = new Uint8Array(Math.min(byteLength, layout.dataOffset - offsetBytes));
+      out.set(layout.header.subarray(offsetBytes, offsetBytes + out.length));
+      return out;
+    },
+  });
+  equal(file.tensors.length, 3);
+  deepStrictEqual(calls, [[0, 1 << 20]]); // one 1 MiB window from the start
+  file.tensorData("t2");
+  deepStrictEqual(calls.at(-1), [layout.dataOffset + 2 * (1 << 30), 1 << 30]);
 });
