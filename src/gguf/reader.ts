@@ -474,12 +474,14 @@ function parseHeader(source: GgufByteSource): GgufHeader {
   }
 
   const metadata = new Map<string, GgufKv>();
+  let alignmentAt = 0;
   for (let i = 0; i < nKv; i++) {
     const at = cur.pos;
     const kv = readKv(cur);
     if (metadata.has(kv.key)) {
       throw new GgufFormatError(`Duplicate metadata key "${kv.key}"`, at);
     }
+    if (kv.key === "general.alignment") alignmentAt = at;
     metadata.set(kv.key, kv);
   }
 
@@ -490,11 +492,14 @@ function parseHeader(source: GgufByteSource): GgufHeader {
     if (alignKv.type !== GgufValueType.UINT32 || typeof v !== "number") {
       throw new GgufFormatError(
         `Bad general.alignment: expected type UINT32, found ${ggufValueTypeName(alignKv.type)}`,
-        24,
+        alignmentAt,
       );
     }
     if (v === 0 || (v & (v - 1)) !== 0) {
-      throw new GgufFormatError(`Bad general.alignment: expected a power of two, found ${v}`, 24);
+      throw new GgufFormatError(
+        `Bad general.alignment: expected a power of two, found ${v}`,
+        alignmentAt,
+      );
     }
     alignment = v;
   }
