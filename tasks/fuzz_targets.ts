@@ -15,6 +15,7 @@
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { parseGguf } from "../src/gguf/reader.ts";
 import { ACTIVATION_PT_FUZZ_TARGET, GPUIDX_FUZZ_TARGET } from "../src/gpu_index/fuzz_targets.ts";
+import { CONVERT_FUZZ_TARGETS } from "../src/convert/fuzz_targets.ts";
 import { serializeGguf } from "../src/gguf/writer.ts";
 import { GgmlType, type GgufKv, GgufValueType } from "../src/gguf/types.ts";
 
@@ -203,6 +204,7 @@ export const FUZZ_TARGETS: FuzzTarget[] = [
   GGUF_FUZZ_TARGET,
   ACTIVATION_PT_FUZZ_TARGET,
   GPUIDX_FUZZ_TARGET,
+  ...CONVERT_FUZZ_TARGETS,
 ];
 
 /** Adds a target (for modules that prefer registering from their own file). */
