@@ -33,3 +33,18 @@ export {
   TorchTensorRef,
 } from "./src/torch/torch.ts";
 export { type ByteSource, bytesSource, FileSource } from "./src/torch/source.ts";
+export {
+  type ConversionPlan,
+  convertModel,
+  type ConvertOptions,
+  type ConvertOutType,
+  planConversion,
+} from "./src/convert/convert.ts";
+export { SafetensorsFile, type SafetensorsTensorRef } from "./src/convert/safetensors.ts";
+export {
+  parseSentencePieceModel,
+  type SentencePieceModel,
+  type SpmPiece,
+  SpmPieceType,
+} from "./src/convert/sentencepiece.ts";
+export { type HfTokenizerJson, parseHfTokenizerJson } from "./src/convert/hf_tokenizer.ts";

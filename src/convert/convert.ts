@@ -674,6 +674,17 @@ function encode(x: Float32Array, type: GgmlType): Uint8Array {
  * @throws {ConvertError} Unsupported architecture/activation, missing tensors or predictors,
  * shapes that disagree with config.json.
  * @throws {CheckpointFormatError | TokenizerError} Corrupt weight or tokenizer files.
+ *
+ * @example An unsupported architecture is named, with the supported ones
+ * ```ts
+ * import { throws } from "node:assert/strict";
+ * import { ConvertError } from "../errors.ts";
+ * import { planConversion } from "./convert.ts";
+ * const dir = Deno.makeTempDirSync();
+ * Deno.writeTextFileSync(`${dir}/config.json`, JSON.stringify({ model_type: "gpt2" }));
+ * throws(() => planConversion(dir), (e: Error) => e instanceof ConvertError && /Falcon/.test(e.message));
+ * Deno.removeSync(dir, { recursive: true });
+ * ```
  */
 export function planConversion(modelDir: string, options: ConvertOptions = {}): ConversionPlan {
   const outtype = options.outtype ?? "f16";

@@ -31,6 +31,16 @@ function checkRange(what: string, offsetBytes: number, length: number, byteLengt
  *
  * @param bytes The whole file.
  * @returns A ByteSource whose `read` returns subarrays of `bytes`.
+ * @throws {CheckpointFormatError} From `read`, when the range is outside the bytes.
+ *
+ * @example Reads are views; out-of-range reads throw
+ * ```ts
+ * import { deepStrictEqual, throws } from "node:assert/strict";
+ * import { bytesSource } from "./source.ts";
+ * const src = bytesSource(new Uint8Array([1, 2, 3, 4]));
+ * deepStrictEqual([...src.read(1, 2)], [2, 3]);
+ * throws(() => src.read(3, 2));
+ * ```
  */
 export function bytesSource(bytes: Uint8Array): ByteSource {
   return {
@@ -42,7 +52,22 @@ export function bytesSource(bytes: Uint8Array): ByteSource {
   };
 }
 
-/** A source over an open file; every read copies the requested range from disk. */
+/**
+ * A source over an open file; every read copies the requested range from disk.
+ *
+ * @example Reading a range of a file
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { FileSource } from "./source.ts";
+ * const path = Deno.makeTempFileSync();
+ * Deno.writeFileSync(path, new Uint8Array([9, 8, 7, 6]));
+ * {
+ *   using src = new FileSource(path);
+ *   deepStrictEqual([...src.read(2, 2)], [7, 6]);
+ * }
+ * Deno.removeSync(path);
+ * ```
+ */
 export class FileSource implements ByteSource, Disposable {
   #file: Deno.FsFile | undefined;
   readonly byteLength: number;

@@ -73,7 +73,14 @@ class StorageRef {
 
 /**
  * A tensor whose bytes have not been read yet (so a state dict of a 10 GB shard can be listed
- * without reading it). `load()` reads and materialises it.
+ * without reading it). `load()` reads and materialises it. Made by {@link openTorchStateDict}.
+ *
+ * @example Listing shapes without reading data
+ * ```ts ignore
+ * import { FileSource, openTorchStateDict } from "../../mod.ts";
+ * using src = new FileSource("pytorch_model.bin");
+ * for (const [name, ref] of openTorchStateDict(src)) console.log(name, ref.shape, ref.byteLength);
+ * ```
  */
 export class TorchTensorRef {
   readonly dtype: TorchDType;
@@ -294,6 +301,13 @@ function storageTypeName(v: unknown): string | undefined {
  * @param input The file bytes (or a mapping of them), or a ByteSource over an open file.
  * @returns The unpickled object graph (dicts as Map, tensors as TorchTensorRef).
  * @throws {CheckpointFormatError} If the file is not a torch zip checkpoint or is corrupt.
+ *
+ * @example Legacy (non-zip) pickles are refused with a hint
+ * ```ts
+ * import { throws } from "node:assert/strict";
+ * import { openTorchCheckpoint } from "./torch.ts";
+ * throws(() => openTorchCheckpoint(new Uint8Array([0x80, 2, 0x8a, 10])), /re-save/);
+ * ```
  */
 export function openTorchCheckpoint(input: Uint8Array | ByteSource): unknown {
   const source = input instanceof Uint8Array ? bytesSource(input) : input;
@@ -394,6 +408,14 @@ export function readTorchFile(bytes: Uint8Array): unknown {
  * @param input The file bytes, or a ByteSource over an open file.
  * @returns Tensor references by name, in file order.
  * @throws {CheckpointFormatError} If the checkpoint holds no dict of tensors.
+ *
+ * @example Only zip checkpoints are state dicts
+ * ```ts
+ * import { throws } from "node:assert/strict";
+ * import { CheckpointFormatError } from "../errors.ts";
+ * import { openTorchStateDict } from "./torch.ts";
+ * throws(() => openTorchStateDict(new TextEncoder().encode("{}")), CheckpointFormatError);
+ * ```
  */
 export function openTorchStateDict(input: Uint8Array | ByteSource): Map<string, TorchTensorRef> {
   let root = openTorchCheckpoint(input);
