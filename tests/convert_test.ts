@@ -108,6 +108,43 @@ Deno.test("planConversion() fortune-relu q4_0 equals PowerInfer's quantized file
   );
 });
 
+// The converted fortune-relu file generates what the shipped one generates (and what PowerInfer's
+// main printed with -t 1), through our engine: greedy, teacher-free, prompts from reference.json.
+Deno.test("convertModel() fortune-relu output generates the same greedy tokens as the shipped file", async () => {
+  const { loadModel } = await import("../src/model/model.ts");
+  const reference = JSON.parse(await Deno.readTextFile(`${FORTUNE}/reference.json`));
+  const run = reference.runs.find((r: { model: string; env: object }) =>
+    r.model === "fortune-relu.powerinfer.gguf" && Object.keys(r.env).length === 0
+  );
+  const dir = await Deno.makeTempDir({ prefix: "convert_test_" });
+  const out = join(dir, "fortune-relu.gguf");
+  try {
+    await convertModel(`${FORTUNE}/hf`, out, { predictorDir: `${FORTUNE}/predictor` });
+    const greedy = (path: string, promptIds: number[], n: number): number[] => {
+      using model = loadModel(path, { threads: 1, nCtx: 256 });
+      const ids: number[] = [];
+      let logits = model.eval(promptIds);
+      for (let i = 0; i < n; i++) {
+        let best = 0;
+        for (let j = 1; j < logits.length; j++) if (logits[j]! > logits[best]!) best = j;
+        ids.push(best);
+        if (best === 2) break;
+        logits = model.eval([best]);
+      }
+      return ids;
+    };
+    for (const r of run.results.slice(0, 3)) {
+      const n = r.generated_ids_t1.length;
+      const ours = greedy(out, r.prompt_ids, n);
+      deepStrictEqual(ours, greedy(`${FORTUNE}/fortune-relu.powerinfer.gguf`, r.prompt_ids, n));
+      // PowerInfer main -t 1 printed the same tokens for these prompts.
+      deepStrictEqual(ours, r.generated_ids_t1, `prompt ${JSON.stringify(r.prompt)}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // Synthetic checkpoints (safetensors writer, temp directories)
 
