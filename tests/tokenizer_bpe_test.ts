@@ -162,3 +162,9 @@ Deno.test("BPE encode() of a long text round-trips (100k characters)", () => {
   const text = "Falcon flies over 42 fields, doesn't it?\n".repeat(2500);
   equal(tok.decode(tok.encode(text)), text);
 });
+
+Deno.test("BPE encode() stays exact after one huge word (buffers released)", () => {
+  const ids = tok.encode("a".repeat(70_000));
+  equal(tok.decode(ids), "a".repeat(70_000));
+  for (const { text, ids } of cases) deepStrictEqual(tok.encode(text), ids);
+});

@@ -123,3 +123,9 @@ Deno.test("SPM encode() of a long text is linear enough (100k characters)", () =
   const word = tok.encode("The quick brown fox jumps over the lazy dog.", { addBos: false });
   ok(ids.length >= word.length * 2300 && ids.length <= (word.length + 1) * 2300);
 });
+
+Deno.test("SPM encode() stays exact after one huge unbroken chunk (buffers released)", () => {
+  const ids = tok.encode("a".repeat(70_000), { addBos: false });
+  equal(tok.decode(ids), "a".repeat(70_000));
+  for (const { text, ids } of cases) deepStrictEqual(tok.encode(text, { addBos: false }), ids);
+});

@@ -8,6 +8,7 @@
 
 import { TokenizerError } from "../errors.ts";
 import { MergeQueue } from "./merge_queue.ts";
+import { PairTable } from "./pair_table.ts";
 import { CodepointClass, codepointClasses } from "./unicode.ts";
 import { MERGE_KEY_SEPARATOR, type Vocab } from "./vocab.ts";
 
@@ -44,6 +45,8 @@ const enum Mode {
 }
 
 const APOSTROPHE = 0x27;
+/** Buffers above this many entries are dropped after the call that needed them. */
+const BIG = 1 << 16;
 const SPACE = 0x20;
 
 /**
@@ -111,14 +114,69 @@ export function pretokenize(
   }
 }
 
-/** Reusable state of one BPE tokenizer (word cache, symbol buffers, the queue). */
+/** Merge tables over symbol ids ("sids"): vocabulary ids, then merge texts missing from it. */
+interface MergeTables {
+  /** (left sid, right sid) → merge rank (lowest rank kept). */
+  rankOf: PairTable;
+  /** Rank → sid of the merged text. */
+  resultOf: Int32Array;
+  /** Texts of sids ≥ nVocab. */
+  extraTexts: string[];
+  /** sid of each one-unit symbol (mapped byte, code < 0x144), −1 when it is no text we know. */
+  unitSid: Int32Array;
+}
+
+function buildMergeTables(vocab: Vocab): MergeTables {
+  const nVocab = vocab.tokens.length;
+  const extra = new Map<string, number>();
+  const extraTexts: string[] = [];
+  const sidOf = (text: string): number => {
+    const id = vocab.tokenToId.get(text) ?? extra.get(text);
+    if (id !== undefined) return id;
+    const sid = nVocab + extraTexts.length;
+    extra.set(text, sid);
+    extraTexts.push(text);
+    return sid;
+  };
+  const merges: [number, number, number, number][] = [];
+  let maxRank = -1;
+  for (const [key, rank] of vocab.mergeRanks) {
+    const cut = key.indexOf(MERGE_KEY_SEPARATOR);
+    const left = key.slice(0, cut);
+    const right = key.slice(cut + 1);
+    merges.push([sidOf(left), sidOf(right), sidOf(left + right), rank]);
+    if (rank > maxRank) maxRank = rank;
+  }
+  const rankOf = new PairTable(merges.length);
+  const resultOf = new Int32Array(maxRank + 1);
+  for (const [l, r, result, rank] of merges) {
+    rankOf.setIfAbsent(l, r, rank); // pairs are unique: mergeRanks kept the lowest rank
+    resultOf[rank] = result;
+  }
+  const unitSid = new Int32Array(0x144);
+  for (let u = 0; u < 0x144; u++) {
+    const text = String.fromCharCode(u);
+    unitSid[u] = vocab.tokenToId.get(text) ?? extra.get(text) ?? -1;
+  }
+  return { rankOf, resultOf, extraTexts, unitSid };
+}
+
+/**
+ * Reusable state of one BPE tokenizer (merge tables, word cache, symbol buffers, the queue).
+ * Symbols carry integer ids so candidate lookups are one `Map<number, number>` probe.
+ */
 export class BpeEncoder {
   readonly #vocab: Vocab;
-  readonly #queue = new MergeQueue(256);
+  #queue = new MergeQueue(256);
   readonly #cache = new Map<string, readonly number[]>();
-  #length = new Int32Array(0);
-  #prev = new Int32Array(0);
-  #next = new Int32Array(0);
+  #tables?: MergeTables;
+  #units = new Int32Array(64);
+  #sid = new Int32Array(64);
+  #length = new Int32Array(64);
+  #prev = new Int32Array(64);
+  #next = new Int32Array(64);
+  #cps = new Int32Array(256);
+  #offsets = new Int32Array(257);
 
   constructor(vocab: Vocab) {
     this.#vocab = vocab;
@@ -132,64 +190,86 @@ export class BpeEncoder {
    * @throws {TokenizerError} If a final symbol is neither a token nor made of one-byte tokens.
    */
   encode(fragment: string, out: number[]): void {
-    const cps: number[] = [];
-    for (let i = 0; i < fragment.length; i++) {
-      const c = fragment.codePointAt(i)!;
-      cps.push(c);
-      if (c > 0xffff) i++;
+    if (this.#cps.length < fragment.length) {
+      this.#cps = new Int32Array(fragment.length);
+      this.#offsets = new Int32Array(fragment.length + 1);
     }
-    const mapped: number[] = [];
-    pretokenize(cps, (start, end) => {
-      // UTF-8 bytes of the word, each mapped through the byte→unicode table.
-      mapped.length = 0;
-      for (let i = start; i < end; i++) {
-        const c = cps[i]!;
-        if (c < 0x80) mapped.push(BYTE_TO_UNICODE[c]!);
-        else if (c < 0x800) {
-          mapped.push(BYTE_TO_UNICODE[0xc0 | (c >> 6)]!, BYTE_TO_UNICODE[0x80 | (c & 63)]!);
-        } else if (c < 0x10000) {
-          mapped.push(
-            BYTE_TO_UNICODE[0xe0 | (c >> 12)]!,
-            BYTE_TO_UNICODE[0x80 | ((c >> 6) & 63)]!,
-            BYTE_TO_UNICODE[0x80 | (c & 63)]!,
-          );
-        } else {
-          mapped.push(
-            BYTE_TO_UNICODE[0xf0 | (c >> 18)]!,
-            BYTE_TO_UNICODE[0x80 | ((c >> 12) & 63)]!,
-            BYTE_TO_UNICODE[0x80 | ((c >> 6) & 63)]!,
-            BYTE_TO_UNICODE[0x80 | (c & 63)]!,
-          );
+    const cps = this.#cps;
+    const offsets = this.#offsets; // code point index → UTF-16 offset
+    let count = 0;
+    for (let i = 0; i < fragment.length; count++) {
+      const c = fragment.codePointAt(i)!;
+      cps[count] = c;
+      offsets[count] = i;
+      i += c > 0xffff ? 2 : 1;
+    }
+    offsets[count] = fragment.length;
+    const cache = this.#cache;
+    pretokenize(cps.subarray(0, count), (start, end) => {
+      const word = fragment.slice(offsets[start]!, offsets[end]!);
+      let ids = cache.get(word);
+      if (!ids) {
+        ids = this.#encodeWord(cps, start, end);
+        if (word.length <= 256) {
+          if (cache.size >= 65536) cache.clear();
+          cache.set(word, ids);
         }
       }
-      let word = "";
-      for (let i = 0; i < mapped.length; i += 4096) {
-        word += String.fromCharCode(...mapped.slice(i, i + 4096));
-      }
-      let ids = this.#cache.get(word);
-      if (!ids) {
-        ids = this.#encodeWord(word);
-        if (this.#cache.size >= 65536) this.#cache.clear();
-        this.#cache.set(word, ids);
-      }
-      for (const id of ids) out.push(id);
+      for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
     });
+    // Do not keep megabytes of buffers alive after one huge fragment or word.
+    if (this.#cps.length > BIG) {
+      this.#cps = new Int32Array(256);
+      this.#offsets = new Int32Array(257);
+    }
+    if (this.#units.length > BIG) {
+      this.#units = new Int32Array(64);
+      this.#sid = new Int32Array(64);
+      this.#length = new Int32Array(64);
+      this.#prev = new Int32Array(64);
+      this.#next = new Int32Array(64);
+    }
+    if (this.#queue.capacity > BIG) this.#queue = new MergeQueue(256);
   }
 
-  /** Merges one mapped word (one UTF-16 unit per symbol) by rank. */
-  #encodeWord(word: string): number[] {
-    const n = word.length;
-    const { tokenToId, mergeRanks } = this.#vocab;
-    if (this.#length.length < n) {
-      const cap = Math.max(n, this.#length.length * 2, 64);
+  /** Maps code points [start, end) to byte-level units and merges them by rank. */
+  #encodeWord(cps: Int32Array, start: number, end: number): number[] {
+    const tables = this.#tables ??= buildMergeTables(this.#vocab);
+    if (this.#units.length < (end - start) * 4) {
+      const cap = (end - start) * 4;
+      this.#units = new Int32Array(cap);
+      this.#sid = new Int32Array(cap);
       this.#length = new Int32Array(cap);
       this.#prev = new Int32Array(cap);
       this.#next = new Int32Array(cap);
     }
+    // UTF-8 bytes of the word, each mapped through the byte→unicode table: one unit per symbol.
+    const units = this.#units;
+    let n = 0;
+    for (let i = start; i < end; i++) {
+      const c = cps[i]!;
+      if (c < 0x80) units[n++] = BYTE_TO_UNICODE[c]!;
+      else if (c < 0x800) {
+        units[n++] = BYTE_TO_UNICODE[0xc0 | (c >> 6)]!;
+        units[n++] = BYTE_TO_UNICODE[0x80 | (c & 63)]!;
+      } else if (c < 0x10000) {
+        units[n++] = BYTE_TO_UNICODE[0xe0 | (c >> 12)]!;
+        units[n++] = BYTE_TO_UNICODE[0x80 | ((c >> 6) & 63)]!;
+        units[n++] = BYTE_TO_UNICODE[0x80 | (c & 63)]!;
+      } else {
+        units[n++] = BYTE_TO_UNICODE[0xf0 | (c >> 18)]!;
+        units[n++] = BYTE_TO_UNICODE[0x80 | ((c >> 12) & 63)]!;
+        units[n++] = BYTE_TO_UNICODE[0x80 | ((c >> 6) & 63)]!;
+        units[n++] = BYTE_TO_UNICODE[0x80 | (c & 63)]!;
+      }
+    }
+    const { rankOf, resultOf, unitSid } = tables;
+    const sid = this.#sid;
     const length = this.#length;
     const prev = this.#prev;
     const next = this.#next;
     for (let i = 0; i < n; i++) {
+      sid[i] = unitSid[units[i]!]!;
       length[i] = 1;
       prev[i] = i - 1;
       next[i] = i + 1;
@@ -197,13 +277,13 @@ export class BpeEncoder {
     next[n - 1] = -1;
     const queue = this.#queue;
     queue.clear();
-    // Symbol i starts at index i of `word` (merged symbols keep their left index).
     const tryPair = (left: number, right: number) => {
       if (left < 0 || right < 0) return;
-      const key = word.slice(left, left + length[left]!) + MERGE_KEY_SEPARATOR +
-        word.slice(right, right + length[right]!);
-      const rank = mergeRanks.get(key);
-      if (rank !== undefined) queue.push(rank, left, right, length[left]! + length[right]!);
+      const l = sid[left]!;
+      const r = sid[right]!;
+      if (l < 0 || r < 0) return;
+      const rank = rankOf.get(l, r);
+      if (rank >= 0) queue.push(rank, left, right, length[left]! + length[right]!);
     };
     for (let i = 1; i < n; i++) tryPair(i - 1, i);
     while (queue.pop()) {
@@ -215,37 +295,48 @@ export class BpeEncoder {
       if (ll === 0 || rl === 0 || ll + rl !== queue.length) continue;
       length[left] = ll + rl;
       length[right] = 0;
+      sid[left] = resultOf[queue.key]!;
       const after = next[right]!;
       next[left] = after;
       if (after >= 0) prev[after] = left;
       tryPair(prev[left]!, left);
       tryPair(left, after);
     }
+    const nVocab = this.#vocab.tokens.length;
     const ids: number[] = [];
     for (let i = 0; i >= 0; i = next[i]!) {
-      const piece = word.slice(i, i + length[i]!);
-      const id = tokenToId.get(piece);
-      if (id !== undefined) {
-        ids.push(id);
-        continue;
-      }
-      // The reference looks up each byte of the symbol's UTF-8 text as a one-byte token and
-      // throws when one is missing (only ASCII-mapped symbols can succeed).
-      for (const ch of piece) {
-        const byteId = ch.charCodeAt(0) < 0x80 ? tokenToId.get(ch) : undefined;
-        if (byteId === undefined) {
-          const bytes = [...piece].map((c) =>
-            "0x" + UNICODE_TO_BYTE[c.charCodeAt(0)]!.toString(16).toUpperCase().padStart(2, "0")
-          );
-          throw new TokenizerError(
-            `Cannot tokenize the byte sequence ${
-              bytes.join(" ")
-            }: the vocabulary has no token for it`,
-          );
-        }
-        ids.push(byteId);
+      const s = sid[i]!;
+      if (s >= 0 && s < nVocab) ids.push(s);
+      else {
+        const text = s >= nVocab ? tables.extraTexts[s - nVocab]! : String.fromCharCode(units[i]!);
+        this.#pushBytes(text, ids);
       }
     }
     return ids;
+  }
+
+  /**
+   * A final symbol that is no token: the reference looks up each byte of its UTF-8 text as a
+   * one-byte token and throws when one is missing (only ASCII-mapped symbols can succeed).
+   */
+  #pushBytes(piece: string, ids: number[]): void {
+    const tokenToId = this.#vocab.tokenToId;
+    for (const ch of piece) {
+      const byteId = ch.charCodeAt(0) < 0x80 ? tokenToId.get(ch) : undefined;
+      if (byteId === undefined) {
+        const bytes = [...piece].map((c) => {
+          const b = c.charCodeAt(0) < UNICODE_TO_BYTE.length
+            ? UNICODE_TO_BYTE[c.charCodeAt(0)]!
+            : -1;
+          return b < 0 ? JSON.stringify(c) : "0x" + b.toString(16).toUpperCase().padStart(2, "0");
+        });
+        throw new TokenizerError(
+          `Cannot tokenize the byte sequence ${
+            bytes.join(" ")
+          }: the vocabulary has no token for it`,
+        );
+      }
+      ids.push(byteId);
+    }
   }
 }

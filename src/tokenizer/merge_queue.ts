@@ -15,6 +15,7 @@ export class MergeQueue {
   #length: Int32Array;
   #n = 0;
   /** Fields of the entry returned by the last {@link MergeQueue.pop}. */
+  key = 0;
   left = 0;
   right = 0;
   length = 0;
@@ -24,6 +25,11 @@ export class MergeQueue {
     this.#left = new Int32Array(capacity);
     this.#right = new Int32Array(capacity);
     this.#length = new Int32Array(capacity);
+  }
+
+  /** Number of candidates the buffers hold before growing. */
+  get capacity(): number {
+    return this.#key.length;
   }
 
   /** Number of queued candidates. */
@@ -71,13 +77,14 @@ export class MergeQueue {
     n[i] = length;
   }
 
-  /** Removes the best candidate into `this.left/right/length`; false when empty. */
+  /** Removes the best candidate into `this.key/left/right/length`; false when empty. */
   pop(): boolean {
     if (this.#n === 0) return false;
     const k = this.#key;
     const l = this.#left;
     const r = this.#right;
     const n = this.#length;
+    this.key = k[0]!;
     this.left = l[0]!;
     this.right = r[0]!;
     this.length = n[0]!;
