@@ -10,7 +10,11 @@
  * - Lone UTF-16 surrogates in the input are replaced by U+FFFD before tokenizing (the UTF-8 the
  *   reference works on cannot hold them), so `decode(encode(s)) === s.toWellFormed()`.
  * - Decoding drops the dummy-prefix space of the first non-BOS token (SPM) and turns invalid
- *   UTF-8 (a byte sequence cut by the end of `ids`) into U+FFFD.
+ *   UTF-8 (a byte sequence cut by the end of `ids`) into U+FFFD. Control tokens decode to "".
+ * - SPM: a literal "▁" (U+2581) in the input is the space marker and decodes as a space.
+ * - BPE: a byte with no token of its own throws {@link TokenizerError}, as the reference does
+ *   (the Falcon vocabulary lacks 14 control characters and the UTF-8 lead byte 0xF2, i.e.
+ *   U+80000–U+BFFFF); everything else round-trips exactly.
  *
  * @module
  */
@@ -74,7 +78,28 @@ export interface Tokenizer {
 const utf8 = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 
-/** A tokenizer over a loaded {@link Vocab}; see the module doc for the exact behaviour. */
+/**
+ * A tokenizer over a loaded {@link Vocab}; see the module doc for the exact behaviour. Build it
+ * with {@link tokenizerFromGguf} or {@link loadTokenizer}.
+ *
+ * @example A tiny byte-level BPE vocabulary, streamed one id at a time
+ * ```ts
+ * import { deepStrictEqual, equal } from "node:assert/strict";
+ * import { VocabTokenizer } from "./tokenizer.ts";
+ * const tokens = ["a", "b", "ab", "\u0120", "\u0120ab", "\u00c3", "\u00a9"]; // Ġ = " ", Ã© = "é"
+ * const tok = new VocabTokenizer({
+ *   kind: "bpe", model: "gpt2", tokens, scores: new Float32Array(7), types: new Uint8Array(7).fill(1),
+ *   tokenToId: new Map(tokens.map((t, i) => [t, i])),
+ *   mergeRanks: new Map([["a\0b", 0], ["\u0120\0ab", 1]]),
+ *   bosId: 11, eosId: 11, unkId: -1, sepId: -1, padId: -1, addBosFlag: undefined, addEosFlag: undefined,
+ * });
+ * const ids = tok.encode("ab abé");
+ * deepStrictEqual(ids, [2, 4, 5, 6]);
+ * const stream = tok.createStreamDecoder();
+ * deepStrictEqual(ids.map((id) => stream.push(id)), ["ab", " ab", "", "é"]); // never half of "é"
+ * equal(stream.flush(), "");
+ * ```
+ */
 export class VocabTokenizer implements Tokenizer {
   readonly vocab: Vocab;
   readonly kind: "spm" | "bpe";
@@ -87,6 +112,7 @@ export class VocabTokenizer implements Tokenizer {
   #bpe?: BpeEncoder;
   #special?: [string, number][];
 
+  /** @param vocab A vocabulary, usually from {@link loadVocab}. */
   constructor(vocab: Vocab) {
     this.vocab = vocab;
     this.kind = vocab.kind;
@@ -139,6 +165,13 @@ export class VocabTokenizer implements Tokenizer {
     return out;
   }
 
+  /**
+   * Raw bytes of one token's piece: SPM "▁" → space, byte tokens → their byte, "▅" for
+   * unknown, nothing for control tokens; BPE text mapped back through the byte table.
+   *
+   * @param id Token id; out of range gives an empty array.
+   * @returns The bytes (shared; do not modify).
+   */
   tokenBytes(id: number): Uint8Array {
     if (!Number.isInteger(id) || id < 0 || id >= this.nVocab) return EMPTY;
     let piece = this.#pieces[id];

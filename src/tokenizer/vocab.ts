@@ -133,6 +133,27 @@ function optionalBool(file: GgufFile, key: string): boolean | undefined {
  * @returns The vocabulary.
  * @throws {TokenizerError} If the tokens are missing, empty, duplicated or not strings, if
  * scores / token types / merges have the wrong type or length, or a BPE vocab has no merges.
+ *
+ * @example Read a vocabulary written in memory
+ * ```ts
+ * import { deepStrictEqual, equal } from "node:assert/strict";
+ * import { GgufValueType, loadVocab, parseGguf, serializeGguf } from "../../mod.ts";
+ * const bytes = await serializeGguf({
+ *   metadata: [
+ *     { key: "tokenizer.ggml.model", type: GgufValueType.STRING, value: "llama" },
+ *     {
+ *       key: "tokenizer.ggml.tokens",
+ *       type: GgufValueType.ARRAY,
+ *       elementType: GgufValueType.STRING,
+ *       value: ["<unk>", "<s>", "</s>", "\u2581hi"],
+ *     },
+ *   ],
+ *   tensors: [],
+ * });
+ * const vocab = loadVocab(parseGguf(bytes));
+ * equal(vocab.kind, "spm");
+ * deepStrictEqual([vocab.bosId, vocab.eosId, vocab.tokenToId.get("\u2581hi")], [1, 2, 3]);
+ * ```
  */
 export function loadVocab(file: GgufFile, options: LoadVocabOptions = {}): Vocab {
   const warn = options.onWarning ?? ((m: string) => console.warn(m));
