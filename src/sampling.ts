@@ -213,13 +213,15 @@ export class Sampler {
     let cand = Float32Array.from(ids, (id) => work[id]!);
 
     // top-p over the softmax of the kept candidates.
-    if (p.topP < 1) {
+    // The reference holds P, min-P and the temperature as f32.
+    const topP = Math.fround(p.topP);
+    if (topP < 1) {
       const probs = softmax(cand);
       let cum = 0;
       let last = k;
       for (let i = 0; i < k; i++) {
         cum = Math.fround(cum + probs[i]!);
-        if (cum >= p.topP && i + 1 >= minKeep) {
+        if (cum >= topP && i + 1 >= minKeep) {
           last = i + 1;
           break;
         }
@@ -230,7 +232,7 @@ export class Sampler {
     // min-p relative to the most likely remaining candidate.
     if (p.minP > 0) {
       const probs = softmax(cand.subarray(0, k));
-      const bound = Math.fround(p.minP * probs[0]!);
+      const bound = Math.fround(Math.fround(p.minP) * probs[0]!);
       let i = 1;
       for (; i < k; i++) if (probs[i]! < bound && i >= minKeep) break;
       k = i;
