@@ -154,12 +154,20 @@ export class Sampler {
   #rng!: Mt19937;
 
   /**
-   * @param params Overrides of {@link DEFAULT_SAMPLING}.
+   * @param params Overrides of {@link DEFAULT_SAMPLING}; `undefined` values and unknown keys
+   * are ignored (so generation options can be passed through as they are).
    * @throws {RangeError} If a parameter is not finite, `topK`/`repeatLastN` not an integer,
    * `repeatLastN` < −1, `repeatPenalty` ≤ 0, or `seed` outside [−1, 2³²−1].
    */
   constructor(params: Partial<SamplingParams> = {}) {
-    const merged = validate({ ...DEFAULT_SAMPLING, ...params });
+    const merged: SamplingParams = { ...DEFAULT_SAMPLING };
+    for (const [key, value] of Object.entries(params)) {
+      // Keys left undefined keep their default; unknown keys are ignored.
+      if (value !== undefined && key in DEFAULT_SAMPLING) {
+        merged[key as keyof SamplingParams] = value;
+      }
+    }
+    validate(merged);
     if (merged.temperature < 0) merged.temperature = 0;
     if (merged.seed === -1 || merged.seed === RANDOM_SEED) {
       merged.seed = Math.floor(Date.now() / 1000) >>> 0;

@@ -168,4 +168,5 @@ Deno.test("Sampler rejects invalid parameters with RangeError", () => {
   throws(() => new Sampler({ seed: -5 }), RangeError);
   throws(() => new Sampler().sample(new Float32Array(0)), RangeError);
   ok(new Sampler({ seed: -1 }).params.seed >= 0);
+  equal(new Sampler({ temperature: undefined, topK: 5 }).params.temperature, 0.8);
 });
