@@ -1,0 +1,57 @@
+/*
+ * mmap.c: read-only file mappings for model weights (ffi/mapped_file.ts owns the handles).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pi_internal.h"
+
+PI_API int pi_mmap_open(const char *path, void **base, uint64_t *len) {
+    if (!path || !base || !len) return PI_FAIL(PI_ERR_ARG, "pi_mmap_open: NULL argument");
+    *base = NULL;
+    *len = 0;
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return PI_FAIL(PI_ERR_IO, "Cannot open \"%s\": %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        const int e = errno;
+        close(fd);
+        return PI_FAIL(PI_ERR_IO, "Cannot stat \"%s\": %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return PI_FAIL(PI_ERR_IO, "Cannot map \"%s\": not a regular file", path);
+    }
+    if (st.st_size == 0) { /* mmap rejects length 0; an empty mapping is just (NULL, 0) */
+        close(fd);
+        return PI_OK;
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    const int e = errno;
+    close(fd); /* the mapping keeps the file alive */
+    if (p == MAP_FAILED) {
+        return PI_FAIL(PI_ERR_IO, "Cannot map \"%s\" (%lld bytes): %s", path,
+                       (long long)st.st_size, strerror(e));
+    }
+#ifdef MADV_WILLNEED
+    /* start read-ahead of the weights; failure only costs speed */
+    (void)madvise(p, (size_t)st.st_size, MADV_WILLNEED);
+#endif
+    *base = p;
+    *len = (uint64_t)st.st_size;
+    return PI_OK;
+}
+
+PI_API int pi_mmap_close(void *base, uint64_t len) {
+    if (!base || len == 0) return PI_OK;
+    if (munmap(base, (size_t)len) != 0) {
+        return PI_FAIL(PI_ERR_IO, "Cannot unmap %llu bytes: %s", (unsigned long long)len,
+                       strerror(errno));
+    }
+    return PI_OK;
+}
