@@ -57,7 +57,7 @@ static inline float pi_bits_f32(uint32_t u) {
     return f;
 }
 
-/* IEEE binary16 -> f32 (exact). */
+/* IEEE binary16 -> f32 (exact; a signaling NaN is quieted). */
 static inline float pi_fp16_to_fp32(uint16_t h) {
     const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     const uint32_t exp = (h >> 10) & 0x1fu;
@@ -67,7 +67,9 @@ static inline float pi_fp16_to_fp32(uint16_t h) {
         const float f = (float)mant * 5.9604644775390625e-08f;
         return sign ? -f : f;
     }
-    if (exp == 31) return pi_bits_f32(sign | 0x7f800000u | (mant << 13));
+    if (exp == 31) { /* inf; NaN comes out quiet, like F16C vcvtph2ps */
+        return pi_bits_f32(sign | 0x7f800000u | (mant << 13) | (mant ? 0x400000u : 0u));
+    }
     return pi_bits_f32(sign | ((exp + 112u) << 23) | (mant << 13));
 }
 
