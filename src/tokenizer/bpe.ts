@@ -47,6 +47,9 @@ const enum Mode {
 const APOSTROPHE = 0x27;
 /** Buffers above this many entries are dropped after the call that needed them. */
 const BIG = 1 << 16;
+/** Slots of the word cache (a power of two) and the longest cached word, in code points. */
+const CACHE_SLOTS = 4096;
+const CACHE_WORD_MAX = 16;
 const SPACE = 0x20;
 
 /**
@@ -163,12 +166,17 @@ function buildMergeTables(vocab: Vocab): MergeTables {
 
 /**
  * Reusable state of one BPE tokenizer (merge tables, word cache, symbol buffers, the queue).
- * Symbols carry integer ids so candidate lookups are one `Map<number, number>` probe.
+ * Symbols carry integer ids so candidate lookups are one {@link PairTable} probe. Recent words
+ * sit in a direct-mapped cache keyed by a hash of their code points (no strings, no `Map`:
+ * on text where few words repeat a string-keyed cache cost more than it saved).
  */
 export class BpeEncoder {
   readonly #vocab: Vocab;
   #queue = new MergeQueue(256);
-  readonly #cache = new Map<string, readonly number[]>();
+  /** Code points of the cached word per slot (CACHE_WORD_MAX each) and its length (−1 = empty). */
+  readonly #cacheWords = new Int32Array(CACHE_SLOTS * CACHE_WORD_MAX);
+  readonly #cacheLengths = new Int32Array(CACHE_SLOTS).fill(-1);
+  readonly #cacheIds: (readonly number[] | undefined)[] = new Array(CACHE_SLOTS);
   #tables?: MergeTables;
   #units = new Int32Array(64);
   #sid = new Int32Array(64);
@@ -176,7 +184,6 @@ export class BpeEncoder {
   #prev = new Int32Array(64);
   #next = new Int32Array(64);
   #cps = new Int32Array(256);
-  #offsets = new Int32Array(257);
 
   constructor(vocab: Vocab) {
     this.#vocab = vocab;
@@ -190,38 +197,41 @@ export class BpeEncoder {
    * @throws {TokenizerError} If a final symbol is neither a token nor made of one-byte tokens.
    */
   encode(fragment: string, out: number[]): void {
-    if (this.#cps.length < fragment.length) {
-      this.#cps = new Int32Array(fragment.length);
-      this.#offsets = new Int32Array(fragment.length + 1);
-    }
+    if (this.#cps.length < fragment.length) this.#cps = new Int32Array(fragment.length);
     const cps = this.#cps;
-    const offsets = this.#offsets; // code point index → UTF-16 offset
     let count = 0;
     for (let i = 0; i < fragment.length; count++) {
       const c = fragment.codePointAt(i)!;
       cps[count] = c;
-      offsets[count] = i;
       i += c > 0xffff ? 2 : 1;
     }
-    offsets[count] = fragment.length;
-    const cache = this.#cache;
+    const words = this.#cacheWords;
+    const lengths = this.#cacheLengths;
+    const cached = this.#cacheIds;
     pretokenize(cps.subarray(0, count), (start, end) => {
-      const word = fragment.slice(offsets[start]!, offsets[end]!);
-      let ids = cache.get(word);
+      const n = end - start;
+      let h = 0x811c9dc5;
+      for (let i = start; i < end; i++) h = Math.imul(h ^ cps[i]!, 0x01000193);
+      const slot = (h ^ (h >>> 16)) & (CACHE_SLOTS - 1);
+      const at = slot * CACHE_WORD_MAX;
+      let ids: readonly number[] | undefined;
+      if (lengths[slot] === n) {
+        let same = true;
+        for (let i = 0; i < n && same; i++) same = words[at + i] === cps[start + i];
+        if (same) ids = cached[slot];
+      }
       if (!ids) {
         ids = this.#encodeWord(cps, start, end);
-        if (word.length <= 256) {
-          if (cache.size >= 65536) cache.clear();
-          cache.set(word, ids);
+        if (n <= CACHE_WORD_MAX) {
+          for (let i = 0; i < n; i++) words[at + i] = cps[start + i]!;
+          lengths[slot] = n;
+          cached[slot] = ids;
         }
       }
       for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
     });
     // Do not keep megabytes of buffers alive after one huge fragment or word.
-    if (this.#cps.length > BIG) {
-      this.#cps = new Int32Array(256);
-      this.#offsets = new Int32Array(257);
-    }
+    if (this.#cps.length > BIG) this.#cps = new Int32Array(256);
     if (this.#units.length > BIG) {
       this.#units = new Int32Array(64);
       this.#sid = new Int32Array(64);

@@ -15,6 +15,9 @@ import { SPM_SPACE, type Vocab } from "./vocab.ts";
 const utf8 = new TextEncoder();
 /** Buffers above this many entries are dropped after the call that needed them. */
 const BIG = 1 << 16;
+/** Slots of the chunk cache (a power of two) and the longest cached chunk in UTF-16 units. */
+const CACHE_SLOTS = 4096;
+const CACHE_CHUNK_MAX = 24;
 
 /** Id of byte token `<0xNN>` for each byte; −1 where the vocabulary lacks it. */
 export function spmByteIds(vocab: Vocab): Int32Array {
@@ -103,7 +106,10 @@ export class SpmEncoder {
   readonly #vocab: Vocab;
   readonly #byteIds: Int32Array;
   #queue = new MergeQueue(1024);
-  readonly #cache = new Map<string, readonly number[]>();
+  /** Direct-mapped chunk cache: UTF-16 units per slot (CACHE_CHUNK_MAX), length (−1 = empty). */
+  readonly #cacheUnits = new Uint16Array(CACHE_SLOTS * CACHE_CHUNK_MAX);
+  readonly #cacheLengths = new Int32Array(CACHE_SLOTS).fill(-1);
+  readonly #cacheIds: (readonly number[] | undefined)[] = new Array(CACHE_SLOTS);
   #tables?: SpmTables;
   #sid = new Int32Array(0);
   #start = new Int32Array(0);
@@ -144,13 +150,13 @@ export class SpmEncoder {
     for (let i = prev > 0xffff ? 2 : 1; i < text.length;) {
       const c = text.codePointAt(i)!;
       if (adjacent.get(prev, c) < 0) {
-        this.#encodeChunk(text.slice(chunkStart, i), out);
+        this.#encodeChunk(text, chunkStart, i, out);
         chunkStart = i;
       }
       prev = c;
       i += c > 0xffff ? 2 : 1;
     }
-    this.#encodeChunk(text.slice(chunkStart), out);
+    this.#encodeChunk(text, chunkStart, text.length, out);
     // Do not keep megabytes of buffers alive after one huge chunk.
     if (this.#start.length > BIG) {
       this.#start = new Int32Array(0);
@@ -162,15 +168,33 @@ export class SpmEncoder {
     if (this.#queue.capacity > BIG) this.#queue = new MergeQueue(1024);
   }
 
-  #encodeChunk(text: string, out: number[]): void {
-    let ids = this.#cache.get(text);
+  /** Chunk `text[from, to)`: from the cache (keyed by a hash of its units) or merged. */
+  #encodeChunk(text: string, from: number, to: number, out: number[]): void {
+    const n = to - from;
+    let ids: readonly number[] | undefined;
+    let slot = -1;
+    if (n <= CACHE_CHUNK_MAX) {
+      let h = 0x811c9dc5;
+      for (let i = from; i < to; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+      slot = (h ^ (h >>> 16)) & (CACHE_SLOTS - 1);
+      const units = this.#cacheUnits;
+      const at = slot * CACHE_CHUNK_MAX;
+      if (this.#cacheLengths[slot] === n) {
+        let same = true;
+        for (let i = 0; i < n && same; i++) same = units[at + i] === text.charCodeAt(from + i);
+        if (same) ids = this.#cacheIds[slot];
+      }
+    }
     if (!ids) {
       const fresh: number[] = [];
-      this.#merge(text, fresh);
+      this.#merge(text.slice(from, to), fresh);
       ids = fresh;
-      if (text.length <= 256) {
-        if (this.#cache.size >= 65536) this.#cache.clear();
-        this.#cache.set(text, ids);
+      if (slot >= 0) {
+        // Stored only after a successful merge, so a throwing chunk leaves no stale slot.
+        const at = slot * CACHE_CHUNK_MAX;
+        for (let i = 0; i < n; i++) this.#cacheUnits[at + i] = text.charCodeAt(from + i);
+        this.#cacheLengths[slot] = n;
+        this.#cacheIds[slot] = ids;
       }
     }
     for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
