@@ -16,9 +16,9 @@ import {
   rmsNorm,
   rope,
   setThreads,
+  sparseAxpy,
+  sparseMatmul,
 } from "../../ffi/ops.ts";
-import * as ops from "../../ffi/ops.ts";
-import type { GgmlType } from "../gguf/types.ts";
 import type {
   ActivationKind,
   AttentionArgs,
@@ -28,26 +28,6 @@ import type {
   SparseArgs,
   WeightTensor,
 } from "./backend.ts";
-
-type SparseOp = (
-  out: Float32Array,
-  w: Uint8Array,
-  wType: GgmlType,
-  nRows: number,
-  nCols: number,
-  x: Float32Array,
-  nTokens: number,
-  pred: Float32Array,
-  threshold: number,
-  gpuIdx: Uint8Array | null,
-) => void;
-
-/** The sparse wrappers (H-speed, ffi/ops.ts), looked up when first used. */
-function sparseOp(name: "sparseMatmul" | "sparseAxpy"): SparseOp {
-  const op = (ops as unknown as Record<string, SparseOp | undefined>)[name];
-  if (!op) throw new TypeError(`ffi/ops.ts has no ${name} wrapper yet`);
-  return op;
-}
 
 /** Options of {@link CpuBackend}. */
 export interface CpuBackendOptions {
@@ -150,7 +130,7 @@ export class CpuBackend implements Backend {
     s: SparseArgs,
   ): void {
     this.#useThreads();
-    sparseOp("sparseMatmul")(
+    sparseMatmul(
       out,
       w.data,
       w.type,
@@ -172,7 +152,7 @@ export class CpuBackend implements Backend {
     s: SparseArgs,
   ): void {
     this.#useThreads();
-    sparseOp("sparseAxpy")(
+    sparseAxpy(
       out,
       wt.data,
       wt.type,

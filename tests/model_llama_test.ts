@@ -1,0 +1,119 @@
+// LLaMA forward passes (dense GGUF, sparse PWRI f16/q4_0/f32) against PowerInfer's reference
+// logits and the float32 torch forward, by teacher forcing (shared/fixtures/models/README.md).
+import { deepStrictEqual, ok } from "node:assert/strict";
+import { loadModel, type Model } from "../src/model/model.ts";
+import { hasSharedFixture, sharedFixture } from "./_helpers.ts";
+
+const DIR = "models/tiny";
+const REF = `${DIR}/reference_outputs.json`;
+const hasRef = hasSharedFixture(REF);
+const reference = hasRef ? JSON.parse(await Deno.readTextFile(sharedFixture(REF))) : null;
+
+interface RefRun {
+  prompt: string;
+  prompt_ids: number[];
+  generated_ids: number[];
+  steps_top5: [number, number][][];
+}
+
+/** Argmax (first max) of logits. */
+export function argmax(logits: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+  return best;
+}
+
+/**
+ * Feeds the reference tokens one by one; at every step our argmax must equal the reference
+ * token unless the reference top-2 gap is below `minGap`, and each top-5 logit must agree.
+ * Returns the largest logit difference seen.
+ */
+export function teacherForce(
+  model: Model,
+  run: RefRun,
+  check: (ours: number, theirs: number) => number,
+  tol: number,
+  minGap = 1e-2,
+): number {
+  model.reset();
+  let logits = model.eval(run.prompt_ids);
+  let worst = 0;
+  for (let s = 0; s < run.generated_ids.length; s++) {
+    const top = run.steps_top5[s]!;
+    const expected = run.generated_ids[s]!;
+    const gap = top[0]![1] - top[1]![1];
+    const ours = argmax(logits);
+    ok(
+      ours === expected || gap < minGap,
+      `step ${s}: argmax ${ours} (${logits[ours]}), reference ${expected} (gap ${gap})`,
+    );
+    for (const [id, v] of top) {
+      const d = check(logits[id]!, v);
+      worst = Math.max(worst, d);
+      ok(d <= tol, `step ${s} token ${id}: ours ${logits[id]}, reference ${v}, diff ${d} > ${tol}`);
+    }
+    logits = model.eval([expected]);
+  }
+  return worst;
+}
+
+const absDiff = (a: number, b: number) => Math.abs(a - b);
+const relDiff = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-6);
+
+const CASES = [
+  { file: "tiny.powerinfer.f16.gguf", tol: 1e-2 },
+  { file: "tiny.powerinfer.q4_0.gguf", tol: 5e-2 },
+  { file: "tiny.dense.f16.gguf", tol: 1e-2 },
+];
+
+for (const { file, tol } of CASES) {
+  Deno.test({
+    name: `Model.eval() matches PowerInfer on ${file} (teacher forcing, 32 steps)`,
+    ignore: !hasRef,
+    fn() {
+      using model = loadModel(sharedFixture(`${DIR}/${file}`), { nCtx: 64, threads: 1 });
+      for (const run of reference.models[file] as RefRun[]) {
+        const worst = teacherForce(model, run, absDiff, tol);
+        console.log(
+          `  ${file} ${JSON.stringify(run.prompt)}: max |dlogit| ${worst.toExponential(2)}`,
+        );
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "Model.eval() on the F32 PWRI file matches the float32 torch forward within 1e-4 relative",
+  ignore: !hasRef || !hasSharedFixture(`${DIR}/tiny.powerinfer.f32.gguf`),
+  fn() {
+    using model = loadModel(sharedFixture(`${DIR}/tiny.powerinfer.f32.gguf`), {
+      nCtx: 64,
+      kvType: "f32",
+    });
+    for (const run of reference.torch_f32_reference.results as RefRun[]) {
+      const worst = teacherForce(model, run, relDiff, 1e-4, 1e-3);
+      console.log(
+        `  f32 ${JSON.stringify(run.prompt)}: max relative dlogit ${worst.toExponential(2)}`,
+      );
+    }
+  },
+});
+
+for (const file of ["tiny.powerinfer.f16.gguf", "tiny.powerinfer.q4_0.gguf"]) {
+  Deno.test({
+    name: `Model.eval() sparse logits are bit-identical with 1, 2 and 4 threads (${file})`,
+    ignore: !hasRef,
+    fn() {
+      const run = (reference.models[file] as RefRun[])[0]!;
+      const results: number[][] = [];
+      for (const threads of [1, 2, 4]) {
+        using model = loadModel(sharedFixture(`${DIR}/${file}`), { nCtx: 32, threads });
+        const out: number[] = [...model.eval(run.prompt_ids)];
+        for (const id of run.generated_ids.slice(0, 6)) out.push(...model.eval([id]));
+        results.push(out);
+      }
+      deepStrictEqual(results[1], results[0]);
+      deepStrictEqual(results[2], results[0]);
+    },
+  });
+}
