@@ -1,4 +1,7 @@
-// Encoding speed of the SPM (LLaMA) and BPE (Falcon) tokenizers on 1 MB of mixed text.
+// Encoding speed of the SPM (LLaMA) and BPE (Falcon) tokenizers on 1 MB of text:
+// - "encode": mixed prose / code / Cyrillic / CJK / emoji (words repeat, caches help),
+// - "random": seeded random words (almost nothing repeats),
+// - "run": one 1M-character word, the worst case for the merge queue (O(n log n)).
 // Run: deno bench -A bench/tokenizer_bench.ts
 import { loadTokenizer } from "../src/tokenizer/tokenizer.ts";
 
