@@ -1,0 +1,52 @@
+// Helpers of the model tests: argmax and teacher forcing against reference logits.
+import { ok } from "node:assert/strict";
+import type { Model } from "../src/model/model.ts";
+
+/** One reference generation (reference_outputs.json). */
+export interface RefRun {
+  prompt: string;
+  prompt_ids: number[];
+  generated_ids: number[];
+  steps_top5: [number, number][][];
+}
+
+/** Argmax (first max) of logits. */
+export function argmax(logits: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+  return best;
+}
+
+/**
+ * Feeds the reference tokens one by one; at every step our argmax must equal the reference
+ * token unless the reference top-2 gap is below `minGap`, and each top-5 logit must agree.
+ * Returns the largest logit difference seen.
+ */
+export function teacherForce(
+  model: Model,
+  run: RefRun,
+  check: (ours: number, theirs: number) => number,
+  tol: number,
+  minGap = 1e-2,
+): number {
+  model.reset();
+  let logits = model.eval(run.prompt_ids);
+  let worst = 0;
+  for (let s = 0; s < run.generated_ids.length; s++) {
+    const top = run.steps_top5[s]!;
+    const expected = run.generated_ids[s]!;
+    const gap = top[0]![1] - top[1]![1];
+    const ours = argmax(logits);
+    ok(
+      ours === expected || gap < minGap,
+      `step ${s}: argmax ${ours} (${logits[ours]}), reference ${expected} (gap ${gap})`,
+    );
+    for (const [id, v] of top) {
+      const d = check(logits[id]!, v);
+      worst = Math.max(worst, d);
+      ok(d <= tol, `step ${s} token ${id}: ours ${logits[id]}, reference ${v}, diff ${d} > ${tol}`);
+    }
+    logits = model.eval([expected]);
+  }
+  return worst;
+}
