@@ -48,3 +48,29 @@ export {
   SpmPieceType,
 } from "./src/convert/sentencepiece.ts";
 export { type HfTokenizerJson, parseHfTokenizerJson } from "./src/convert/hf_tokenizer.ts";
+export {
+  type GeneratedToken,
+  type GenerateOptions,
+  loadModel,
+  type LoadModelOptions,
+  Model,
+  type ModelTimings,
+} from "./src/model/model.ts";
+export {
+  type ModelArch,
+  type ModelConfig,
+  readModelConfig,
+  sparseThreshold,
+} from "./src/model/config.ts";
+export type {
+  ActivationKind,
+  AttentionArgs,
+  Backend,
+  HotFfn,
+  KvLayer,
+  KvType,
+  RopeMode,
+  SparseArgs,
+  WeightTensor,
+} from "./src/backend/backend.ts";
+export { CpuBackend, type CpuBackendOptions } from "./src/backend/cpu.ts";

@@ -192,7 +192,7 @@ export function readModelConfig(file: GgufFile): ModelConfig {
  * import { sparseThreshold } from "./config.ts";
  * equal(sparseThreshold(undefined, undefined), 0);
  * equal(sparseThreshold(0.5, undefined), 0.5);
- * equal(sparseThreshold(0.5, "-1e30"), -1e30);
+ * equal(sparseThreshold(0.5, "-2.5"), -2.5);
  * equal(sparseThreshold(0.5, "abc"), 0);
  * ```
  */

@@ -188,12 +188,18 @@ export class Model implements Disposable {
   }
 
   /**
-   * Text to token ids with this model's vocabulary.
+   * Text to token ids with this model's vocabulary. Unlike PowerInfer's `main`, SentencePiece
+   * vocabularies get the leading dummy-prefix space by default (as SentencePiece and HF do);
+   * pass `dummyPrefix: false` to reproduce `main`'s ids.
    *
-   * @param opts `addBos` (default: the vocabulary's setting), `parseSpecial`.
+   * @param opts `addBos` (default: the vocabulary's setting), `parseSpecial` (default false),
+   * `dummyPrefix` (default true).
    */
-  tokenize(text: string, opts?: { addBos?: boolean; parseSpecial?: boolean }): number[] {
-    return this.tokenizer.encode(text, opts);
+  tokenize(
+    text: string,
+    opts: { addBos?: boolean; parseSpecial?: boolean; dummyPrefix?: boolean } = {},
+  ): number[] {
+    return this.tokenizer.encode(text, { ...opts, dummyPrefix: opts.dummyPrefix ?? true });
   }
 
   /** Token ids to text. */
@@ -306,7 +312,8 @@ export class Model implements Disposable {
       this.reset();
       for (const id of ids) sampler.accept(id);
       let logits = this.eval(ids);
-      const decoder = this.tokenizer.createStreamDecoder();
+      // The pieces continue the prompt: keep their leading spaces (main prints raw pieces).
+      const decoder = this.tokenizer.createStreamDecoder({ stripLeadingSpace: false });
       const eos = this.tokenizer.eosId;
       for (let made = 0; maxTokens < 0 || made < maxTokens; made++) {
         if (signal) {
@@ -320,8 +327,8 @@ export class Model implements Disposable {
         this.timings.sampleMs += performance.now() - t0;
         this.timings.sampleRuns += 1;
         if (id === eos && !ignoreEos) {
-          const rest = decoder.flush();
-          if (rest) yield { id, text: rest };
+          // EOS is reported (like main's output_tokens) with whatever text was pending.
+          yield { id, text: decoder.flush() };
           return;
         }
         yield { id, text: decoder.push(id) };

@@ -1,0 +1,196 @@
+// Model.generate(): greedy streams equal PowerInfer's `main` on the fortune demo model, abort
+// stops within one token, context limits, the profiler hook, and the `deno task run` CLI.
+import { deepStrictEqual, equal, ok, rejects, throws } from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { GenerationError } from "../src/errors.ts";
+import { loadModel } from "../src/model/model.ts";
+import { hasSharedFixture, sharedFixture } from "./_helpers.ts";
+import { argmax } from "./_model_helpers.ts";
+
+const DEMO = fileURLToPath(new URL("../assets/fortune-relu.q4.powerinfer.gguf", import.meta.url));
+const REF = "fortune-relu/reference.json";
+const hasRef = hasSharedFixture(REF);
+
+interface FortuneRun {
+  prompt: string;
+  prompt_ids: number[];
+  generated_ids_t1: number[];
+  generated_text_t1: string;
+}
+
+async function collect(
+  it: AsyncIterable<{ id: number; text: string }>,
+): Promise<{ ids: number[]; text: string }> {
+  const ids: number[] = [];
+  let text = "";
+  for await (const t of it) {
+    if (t.id >= 0) ids.push(t.id);
+    text += t.text;
+  }
+  return { ids, text };
+}
+
+function fortuneRuns(
+  reference: { runs: { model: string; env: object; results: FortuneRun[] }[] },
+  file: string,
+) {
+  return reference.runs.find((r) => r.model === file && Object.keys(r.env).length === 0)!.results;
+}
+
+Deno.test({
+  name: "Model.generate() greedy equals PowerInfer main -t 1 on fortune-relu f16 (8 prompts)",
+  ignore: !hasRef,
+  async fn() {
+    const reference = JSON.parse(await Deno.readTextFile(sharedFixture(REF)));
+    using model = loadModel(sharedFixture("fortune-relu/fortune-relu.powerinfer.gguf"), {
+      nCtx: 256,
+    });
+    for (const run of fortuneRuns(reference, "fortune-relu.powerinfer.gguf")) {
+      const { ids } = await collect(
+        model.generate(run.prompt_ids, { maxTokens: 48, temperature: 0, repeatPenalty: 1 }),
+      );
+      deepStrictEqual(ids, run.generated_ids_t1, `prompt ${JSON.stringify(run.prompt)}`);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "Model.eval() teacher-forced argmax equals PowerInfer main on the Q4_0 demo model (8 prompts)",
+  ignore: !hasRef,
+  async fn() {
+    const reference = JSON.parse(await Deno.readTextFile(sharedFixture(REF)));
+    using model = loadModel(DEMO, { nCtx: 256 });
+    for (const run of fortuneRuns(reference, "fortune-relu.q4.powerinfer.gguf")) {
+      model.reset();
+      let logits = model.eval(run.prompt_ids);
+      for (const [step, expected] of run.generated_ids_t1.entries()) {
+        const ours = argmax(logits);
+        // a near tie (gap < 1e-2, e.g. "You will" step 19: 0.0046) may legitimately flip
+        ok(
+          ours === expected || logits[ours]! - logits[expected]! < 1e-2,
+          `${JSON.stringify(run.prompt)} step ${step}: ours ${ours}, main ${expected}`,
+        );
+        if (step + 1 < run.generated_ids_t1.length) logits = model.eval([expected]);
+      }
+    }
+  },
+});
+
+Deno.test("Model.generate() tokenizes text with the SentencePiece leading space", async () => {
+  using model = loadModel(DEMO, { nCtx: 64 });
+  deepStrictEqual(model.tokenize("A"), [1, 319]);
+  deepStrictEqual(model.tokenize("A", { dummyPrefix: false }), [1, 970]);
+  const { text } = await collect(
+    model.generate("A", { maxTokens: 24, temperature: 0, repeatPenalty: 1 }),
+  );
+  ok(text.startsWith(" man is a"), JSON.stringify(text));
+  equal(model.detokenize([1, 319]), "A");
+});
+
+Deno.test("Model.generate() stops within one token after its signal fires and frees buffers", async () => {
+  using model = loadModel(DEMO, { nCtx: 64 });
+  const before = model.memoryBytes.scratch;
+  const controller = new AbortController();
+  const seen: number[] = [];
+  await rejects(async () => {
+    for await (
+      const t of model.generate("Never", {
+        maxTokens: 40,
+        temperature: 0,
+        signal: controller.signal,
+      })
+    ) {
+      seen.push(t.id);
+      if (seen.length === 3) controller.abort(new DOMException("stop", "AbortError"));
+    }
+  }, (e: unknown) => e instanceof DOMException && e.name === "AbortError");
+  equal(seen.length, 3);
+  equal(model.memoryBytes.scratch, before);
+  // a timer-driven abort is noticed between tokens too
+  const timed = new AbortController();
+  setTimeout(() => timed.abort(), 0);
+  let n = 0;
+  await rejects(async () => {
+    for await (
+      const _ of model.generate("Never", { maxTokens: -1, ignoreEos: true, signal: timed.signal })
+    ) n++;
+  });
+  ok(n <= 2, `${n} tokens after a 0 ms timer`);
+  // the model is usable again
+  const { ids } = await collect(model.generate("Never", { maxTokens: 2, temperature: 0 }));
+  equal(ids.length, 2);
+});
+
+Deno.test("Model.generate() ends at the context limit; eval() beyond it throws GenerationError", async () => {
+  using model = loadModel(DEMO, { nCtx: 16 });
+  const prompt = [1, 319, 272, 403];
+  const { ids } = await collect(
+    model.generate(prompt, { maxTokens: -1, ignoreEos: true, temperature: 0 }),
+  );
+  equal(ids.length, 16 - prompt.length + 1);
+  equal(model.tokens.length, 16);
+  throws(() => model.eval([5]), GenerationError);
+  await rejects(() => collect(model.generate(new Array(13).fill(319))), GenerationError);
+});
+
+Deno.test("loadModel() onFfnActivation reports every layer for every token", () => {
+  const calls: [number, number, number][] = [];
+  using model = loadModel(DEMO, {
+    nCtx: 16,
+    onFfnActivation: (layer, active) =>
+      calls.push([layer, active.length, active.reduce((a, b) => a + b, 0)]),
+  });
+  model.eval([1, 319, 272]);
+  equal(calls.length, 3 * model.config.nLayer);
+  for (const [layer, n, fired] of calls) {
+    ok(layer >= 0 && layer < model.config.nLayer);
+    equal(n, model.config.nFf);
+    ok(fired > 0 && fired < n, `${fired} of ${n} fired`);
+  }
+});
+
+Deno.test({
+  name: "deno task run --json prints PowerInfer's greedy ids for the demo model",
+  ignore: !hasRef,
+  async fn() {
+    const reference = JSON.parse(await Deno.readTextFile(sharedFixture(REF)));
+    const run = reference.runs[1].results.find((r: FortuneRun) => r.prompt === " A") as FortuneRun;
+    const cli = fileURLToPath(new URL("../src/cli/run.ts", import.meta.url));
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        cli,
+        "--json",
+        "--prompt-ids",
+        "1,319",
+        "-n",
+        "10",
+        "--temp",
+        "0",
+        "--repeat-penalty",
+        "1",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const json = JSON.parse(new TextDecoder().decode(out.stdout));
+    deepStrictEqual(json.prompt_ids, [1, 319]);
+    deepStrictEqual(json.generated_ids, run.generated_ids_t1.slice(0, 10));
+    ok(json.timings.eval_tokens_per_second > 0);
+    ok(new TextDecoder().decode(out.stderr).includes("llama_print_timings:        eval time ="));
+  },
+});
+
+Deno.test("deno task run rejects unknown arguments with exit code 1", async () => {
+  const cli = fileURLToPath(new URL("../src/cli/run.ts", import.meta.url));
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, "--bogus"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  equal(out.code, 1);
+  ok(new TextDecoder().decode(out.stderr).includes("error: unknown argument: --bogus"));
+});
