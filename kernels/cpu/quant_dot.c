@@ -188,25 +188,15 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0_avx2(int64_t
     const pi_block_q4_0 *x = vx;
     const pi_block_q8_0 *y = vy;
     const int64_t nb = n / PI_QK8_0;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t b = 0;
-    for (; b + 1 < nb; b += 2) {
-        const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(x[b].d) * _cvtsh_ss(y[b].d));
-        const __m256 d1 = _mm256_set1_ps(_cvtsh_ss(x[b + 1].d) * _cvtsh_ss(y[b + 1].d));
-        const __m256i p0 =
+    // One accumulator: the x4 kernel below then gives the same bits for every token of a batch.
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(x[b].d) * _cvtsh_ss(y[b].d));
+        const __m256i p =
             dot_i8(unpack_q4_0(x[b].qs), _mm256_loadu_si256((const __m256i *) y[b].qs));
-        const __m256i p1 =
-            dot_i8(unpack_q4_0(x[b + 1].qs), _mm256_loadu_si256((const __m256i *) y[b + 1].qs));
-        acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
-        acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), acc1);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
     }
-    for (; b < nb; b++) {
-        const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(x[b].d) * _cvtsh_ss(y[b].d));
-        const __m256i p0 =
-            dot_i8(unpack_q4_0(x[b].qs), _mm256_loadu_si256((const __m256i *) y[b].qs));
-        acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
-    }
-    return hsum_avx(_mm256_add_ps(acc0, acc1));
+    return hsum_avx(acc);
 }
 
 // One Q4_0 row against 4 Q8_0 activation rows (stride `ys` blocks): the nibbles are unpacked

@@ -562,8 +562,8 @@ PI_API int pi_sparse_axpy_ref(float *out, const void *wt, int32_t type, int64_t 
 // ---------------------------------------------------------------------------------------------
 // Fused sparse FFN of one layer (model.md §5-§6):
 //   pred = fc2 · ReLU(fc1 · z); for active cold neurons j: g = gate_j·f, u = up_j·f,
-//   a_j = ReLU(g)·u (kind 0, llama), ReLU(g)·ReLU(u) (kind 1, bamboo), ReLU(u) (kind 2, falcon,
-//   gate NULL); out = Σ_j a_j · down_t[j] (axpy skip rules). The values equal the separate ops
+//   a_j = ReLU(g)·u (kind 1, llama), ReLU(g)·ReLU(u) (kind 2, bamboo), ReLU(u) (kind 3, falcon,
+//   gate NULL; the numbering of pi_activation_f32); out = Σ_j a_j · down_t[j] (axpy skip rules). The values equal the separate ops
 //   (pi_matmul, pi_sparse_matmul, ReLU product, pi_sparse_axpy) bit for bit: the up dot is
 //   skipped only where ReLU(g) = +0 makes a_j = ±0, which the axpy skips or adds as a zero.
 
@@ -583,7 +583,7 @@ typedef struct {
 
 static inline float ffn_neuron(const ffn_ctx *c, int64_t t, int64_t j) {
     const int64_t n = c->n_embd;
-    if (c->kind == 2) {
+    if (c->kind == 3) {
         const float u = row_dot(c->up_type, c->simd, c->up + (size_t) j * c->up_row,
                                 c->xu + t * c->xu_row, n);
         return u > 0.0f ? u : 0.0f;
@@ -593,7 +593,7 @@ static inline float ffn_neuron(const ffn_ctx *c, int64_t t, int64_t j) {
     if (!(g > 0.0f)) return 0.0f;
     const float u = row_dot(c->up_type, c->simd, c->up + (size_t) j * c->up_row,
                             c->xu + t * c->xu_row, n);
-    if (c->kind == 1) return u > 0.0f ? g * u : 0.0f;
+    if (c->kind == 2) return u > 0.0f ? g * u : 0.0f;
     return g * u;
 }
 
@@ -624,13 +624,13 @@ PI_API int pi_sparse_ffn(float *out, const float *f, const float *z, int64_t n_t
                          const uint8_t *gpu_idx, float *pred, float *act) {
     const char *name = "pi_sparse_ffn";
     wfmt fu, fg, fd;
-    if (kind < 0 || kind > 2) return PI_FAIL(PI_ERR_ARG, "%s: activation kind %d", name, kind);
+    if (kind < 1 || kind > 3) return PI_FAIL(PI_ERR_ARG, "%s: activation kind %d", name, kind);
     if (!wfmt_get(up_type, &fu) || !wfmt_get(down_type, &fd) ||
-        (kind != 2 && !wfmt_get(gate_type, &fg))) {
+        (kind != 3 && !wfmt_get(gate_type, &fg))) {
         return PI_FAIL(PI_ERR_TYPE, "%s: up/gate/down types %d/%d/%d: expected F32, F16, Q4_0 "
                        "or Q8_0", name, up_type, gate_type, down_type);
     }
-    if (kind == 2) fg = fu;
+    if (kind == 3) fg = fu;
     if (n_tokens < 0 || n_embd <= 0 || n_ff <= 0 || n_hidden <= 0 || n_ff > INT32_MAX ||
         n_embd % 32 != 0 || n_ff % 32 != 0) {
         return PI_FAIL(PI_ERR_SHAPE, "%s: n_tokens %lld, n_embd %lld, n_ff %lld, n_hidden %lld "
@@ -638,7 +638,7 @@ PI_API int pi_sparse_ffn(float *out, const float *f, const float *z, int64_t n_t
                        (long long) n_embd, (long long) n_ff, (long long) n_hidden);
     }
     if (n_tokens == 0) return PI_OK;
-    if (!out || !f || !z || !fc1 || !fc2 || !up || (kind != 2 && !gate) || !down_t || !pred) {
+    if (!out || !f || !z || !fc1 || !fc2 || !up || (kind != 3 && !gate) || !down_t || !pred) {
         return PI_FAIL(PI_ERR_ARG, "%s: NULL buffer", name);
     }
     // predictor: pred = fc2 · ReLU(fc1 · z)
@@ -663,7 +663,7 @@ PI_API int pi_sparse_ffn(float *out, const float *f, const float *z, int64_t n_t
         if (!share) convert_x(&fg, f + t * n_embd, n_embd, xg + t * xg_row, 0);
     }
     ffn_ctx c = {act, up, gate, row_bytes(&fu, n_embd), row_bytes(&fg, n_embd), xu, xg, xu_row,
-                 xg_row, up_type, kind == 2 ? up_type : gate_type, kind, pi_has_avx2(), n_embd,
+                 xg_row, up_type, kind == 3 ? up_type : gate_type, kind, pi_has_avx2(), n_embd,
                  n_ff, n_tokens, pred, threshold, gpu_idx, list};
     if (n_tokens == 1) {
         const int64_t k = active_list(list, pred, n_ff, threshold, gpu_idx);

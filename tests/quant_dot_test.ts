@@ -1,0 +1,114 @@
+// quant_dot.c: activation quantizers bit-exact against the TS references of the spec
+// (src/quant/), and every AVX2 dot product / quantized matmul against its scalar twin.
+import { deepStrictEqual, ok } from "node:assert/strict";
+import {
+  matmul,
+  matmulRef,
+  quantizeQ8_0Act,
+  quantizeQ8_0ActRef,
+  quantizeQ8_KAct,
+  vecDotQuant,
+  vecDotQuantRef,
+} from "../ffi/ops.ts";
+import { GgmlType } from "../src/gguf/types.ts";
+import { fp16FromF32 } from "../src/quant/f16.ts";
+import { quantizeQ8_0Activation } from "../src/quant/q8_0.ts";
+import { quantizeQ8_K } from "../src/quant/q8_k.ts";
+import { assertClose, seededRandom } from "./_helpers.ts";
+
+/** Relative tolerance of an AVX2 dot (8-lane f32 sums, FMA) against the block-order scalar one. */
+const DOT_REL_TOLERANCE = 1e-5;
+
+function randomF32(seed: number, n: number, scale = 2): Float32Array {
+  const rnd = seededRandom(seed);
+  const x = Float32Array.from({ length: n }, () => (rnd() * 2 - 1) * scale);
+  // plant exact ties of the Q8_0 rounding (x·127/amax = k + 0.5) and zero blocks
+  if (n >= 64) {
+    x.fill(0, 32, 64);
+    for (let j = 0; j < 32; j++) x[j] = j === 0 ? 127 : (j % 8) + 0.5;
+  }
+  return x;
+}
+
+/** Random weight rows of `type` with sane fp16 scales. */
+function randomWeights(seed: number, type: GgmlType, nRows: number, nCols: number): Uint8Array {
+  const rnd = seededRandom(seed);
+  const [block, bytes, dOffset] = type === GgmlType.Q4_0
+    ? [32, 18, 0]
+    : type === GgmlType.Q8_0
+    ? [32, 34, 0]
+    : [256, 210, 208];
+  const nb = (nRows * nCols) / block;
+  const w = Uint8Array.from({ length: nb * bytes }, () => Math.floor(rnd() * 256));
+  for (let b = 0; b < nb; b++) {
+    const h = fp16FromF32((rnd() * 2 - 1) * 0.05);
+    w[b * bytes + dOffset] = h & 0xff;
+    w[b * bytes + dOffset + 1] = h >>> 8;
+  }
+  return w;
+}
+
+for (const n of [32, 64, 96, 4096 + 32]) {
+  Deno.test(`quantizeQ8_0Act() is bit-exact with the spec's activation variant at n=${n}`, () => {
+    const x = randomF32(n, n);
+    const ts = quantizeQ8_0Activation(x);
+    deepStrictEqual(quantizeQ8_0Act(x), ts);
+    deepStrictEqual(quantizeQ8_0ActRef(x), ts);
+  });
+}
+
+Deno.test("quantizeQ8_0Act() rounds x·127/amax halves to even", () => {
+  const x = new Float32Array(32);
+  x[0] = 127;
+  x[1] = 2.5;
+  x[2] = -3.5;
+  const q = new Int8Array(quantizeQ8_0Act(x).buffer, 2, 32);
+  deepStrictEqual([q[0], q[1], q[2]], [127, 2, -4]);
+});
+
+for (const n of [256, 512, 2048 + 256]) {
+  Deno.test(`quantizeQ8_KAct() is bit-exact with the spec's Q8_K at n=${n}`, () => {
+    const x = randomF32(n + 1, n, 3);
+    deepStrictEqual(quantizeQ8_KAct(x), quantizeQ8_K(x));
+  });
+}
+
+for (const type of [GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q6_K]) {
+  const lengths = type === GgmlType.Q6_K ? [256, 768, 4096 + 256] : [32, 96, 4096 + 32];
+  for (const n of lengths) {
+    Deno.test(`vecDotQuant() ${GgmlType[type]} matches its scalar twin at n=${n}`, () => {
+      const w = randomWeights(n * 7 + type, type, 1, n);
+      const x = randomF32(n * 3 + type, n);
+      const y = type === GgmlType.Q6_K ? quantizeQ8_KAct(x) : quantizeQ8_0Act(x);
+      const fast = vecDotQuant(type, n, w, y);
+      const ref = vecDotQuantRef(type, n, w, y);
+      ok(Number.isFinite(ref));
+      assertClose([fast], [ref], DOT_REL_TOLERANCE * Math.max(1, Math.abs(ref)), "dot");
+    });
+  }
+}
+
+for (const type of [GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q6_K]) {
+  for (const [nRows, nTokens] of [[1, 1], [7, 3], [33, 5], [70, 9]]) {
+    const nCols = type === GgmlType.Q6_K ? 512 : 96;
+    Deno.test(
+      `matmul() ${GgmlType[type]} ${nRows}x${nCols} x ${nTokens} tokens matches matmulRef()`,
+      () => {
+        const w = randomWeights(nRows * 31 + nTokens, type, nRows, nCols);
+        const x = randomF32(nRows + nTokens, nTokens * nCols);
+        const out = new Float32Array(nTokens * nRows);
+        const ref = new Float32Array(nTokens * nRows);
+        matmul(out, w, type, nRows, nCols, x, nTokens);
+        matmulRef(ref, w, type, nRows, nCols, x, nTokens);
+        const scale = Math.max(1, ...ref.map(Math.abs));
+        assertClose(out, ref, DOT_REL_TOLERANCE * scale, "matmul");
+        // every token of a batch gives what it gives alone
+        for (let t = 0; t < nTokens; t++) {
+          const one = new Float32Array(nRows);
+          matmul(one, w, type, nRows, nCols, x.subarray(t * nCols, (t + 1) * nCols), 1);
+          deepStrictEqual(one, out.subarray(t * nRows, (t + 1) * nRows));
+        }
+      },
+    );
+  }
+}
