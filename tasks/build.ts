@@ -87,7 +87,18 @@ async function buildTree(buildDir: string, cuda: boolean, quiet: boolean): Promi
   return libs;
 }
 
+/** Minimum Deno version (README): FFI without unstable flags, Float16Array, `using`. */
+const MIN_DENO = [2, 9];
+
+function checkDenoVersion(): void {
+  const [major = 0, minor = 0] = Deno.version.deno.split(".").map(Number);
+  if (major < MIN_DENO[0]! || (major === MIN_DENO[0] && minor < MIN_DENO[1]!)) {
+    throw new Error(`Deno ${Deno.version.deno} is too old: powerinfer-deno needs Deno 2.9+`);
+  }
+}
+
 async function main(): Promise<void> {
+  checkDenoVersion();
   const { values } = parseArgs({
     args: Deno.args,
     options: {
