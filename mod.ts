@@ -74,3 +74,5 @@ export type {
   WeightTensor,
 } from "./src/backend/backend.ts";
 export { CpuBackend, type CpuBackendOptions } from "./src/backend/cpu.ts";
+export { MappedFile } from "./ffi/mapped_file.ts";
+export { getThreads, physicalCores, setThreads } from "./ffi/ops.ts";

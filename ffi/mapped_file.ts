@@ -29,7 +29,17 @@ function lastError(): string {
   return p === null ? "" : Deno.UnsafePointerView.getCString(p);
 }
 
-/** A read-only mapping of a whole file. */
+/**
+ * A read-only mapping of a whole file, with zero-copy views that die with the mapping.
+ *
+ * @example Read a file's first bytes without copying it
+ * ```ts ignore
+ * import { strictEqual } from "node:assert/strict";
+ * import { MappedFile } from "./mapped_file.ts";
+ * using file = MappedFile.open("assets/fortune-relu.q4.powerinfer.gguf");
+ * strictEqual(new TextDecoder().decode(file.view(0, 4)), "PWRI");
+ * ```
+ */
 export class MappedFile implements Disposable {
   /** The path the file was opened with. */
   readonly path: string;

@@ -42,7 +42,22 @@ function assertCount(name: string, value: number): void {
 
 // ---- foundation: core ----
 
-/** Sets the kernel thread pool size; 0 = default (physical cores). */
+/**
+ * Sets how many threads the native kernels use (a process-wide setting).
+ *
+ * @param n Thread count; 0 restores the default, the number of physical cores.
+ * @throws {RangeError} If `n` is not an integer in 0..1024.
+ * @throws {NativeLibraryError} If the kernel library cannot be loaded.
+ *
+ * @example Run the kernels on one thread
+ * ```ts ignore
+ * import { strictEqual } from "node:assert/strict";
+ * import { getThreads, setThreads } from "./ops.ts";
+ * setThreads(1);
+ * strictEqual(getThreads(), 1);
+ * setThreads(0);
+ * ```
+ */
 export function setThreads(n: number): void {
   if (!Number.isInteger(n) || n < 0 || n > 1024) {
     throw new RangeError(`Thread count must be an integer in 0..1024, got ${n}`);
@@ -50,12 +65,36 @@ export function setThreads(n: number): void {
   check("pi_threads_set", openNative().pi_threads_set(n));
 }
 
-/** Threads the kernels use now. */
+/**
+ * Threads the native kernels use now.
+ *
+ * @returns The thread count (at least 1).
+ * @throws {NativeLibraryError} If the kernel library cannot be loaded.
+ *
+ * @example Default is the physical core count
+ * ```ts ignore
+ * import { strictEqual } from "node:assert/strict";
+ * import { getThreads, physicalCores } from "./ops.ts";
+ * strictEqual(getThreads(), physicalCores());
+ * ```
+ */
 export function getThreads(): number {
   return openNative().pi_threads_get();
 }
 
-/** Physical CPU cores this process may run on (the default thread count). */
+/**
+ * Physical CPU cores this process may run on (the default thread count).
+ *
+ * @returns Distinct (package, core) pairs among the allowed CPUs, or the online CPU count.
+ * @throws {NativeLibraryError} If the kernel library cannot be loaded.
+ *
+ * @example At least one
+ * ```ts ignore
+ * import { ok } from "node:assert/strict";
+ * import { physicalCores } from "./ops.ts";
+ * ok(physicalCores() >= 1);
+ * ```
+ */
 export function physicalCores(): number {
   return openNative().pi_physical_cores();
 }
