@@ -70,3 +70,23 @@ for (const file of ["tiny.powerinfer.f16.gguf", "tiny.powerinfer.q4_0.gguf"]) {
     },
   });
 }
+
+for (const file of ["tiny.powerinfer.f16.gguf", "tiny.powerinfer.q4_0.gguf"]) {
+  Deno.test({
+    name: `Model.eval() fused sparse FFN equals the op-by-op path bit for bit (${file})`,
+    ignore: !hasRef,
+    fn() {
+      const run = (reference.models[file] as RefRun[])[1]!;
+      const logitsOf = (hook: boolean) => {
+        using model = loadModel(sharedFixture(`${DIR}/${file}`), {
+          nCtx: 32,
+          onFfnActivation: hook ? () => {} : undefined, // the hook forces the op-by-op path
+        });
+        const out: number[] = [...model.eval(run.prompt_ids)];
+        for (const id of run.generated_ids.slice(0, 4)) out.push(...model.eval([id]));
+        return out;
+      };
+      deepStrictEqual(logitsOf(false), logitsOf(true));
+    },
+  });
+}

@@ -80,6 +80,19 @@ export interface SparseArgs {
   readonly gpuIdx: Uint8Array | null;
 }
 
+/** The tensors of one sparse FFN layer (spec model.md §6). */
+export interface SparseFfnWeights {
+  /** Predictor `[nHidden, nEmbd]` and `[nFf, nHidden]`. */
+  readonly fc1: WeightTensor;
+  readonly fc2: WeightTensor;
+  /** `[nFf, nEmbd]`. */
+  readonly up: WeightTensor;
+  /** `[nFf, nEmbd]`; null for Falcon (no gate). */
+  readonly gate: WeightTensor | null;
+  /** Transposed down projection `[nFf, nEmbd]`: row j is neuron j's output vector. */
+  readonly downT: WeightTensor;
+}
+
 /** The operations of a forward pass. */
 export interface Backend {
   /** Short name for summaries ("cpu", "ts", "cuda"). */
@@ -142,6 +155,20 @@ export interface Backend {
     wt: WeightTensor,
     a: Float32Array,
     nTokens: number,
+    sparse: SparseArgs,
+  ): void;
+  /**
+   * Optional: one layer's whole sparse FFN in one call, with the same result as the op-by-op
+   * path (pred = fc2·ReLU(fc1·z), act on active cold rows, axpy). `sparse.pred` receives the
+   * predictor output `[nTokens, nFf]`; out `[nTokens, nEmbd]`.
+   */
+  sparseFfn?(
+    out: Float32Array,
+    w: SparseFfnWeights,
+    f: Float32Array,
+    z: Float32Array,
+    nTokens: number,
+    kind: "relu_mul" | "relu_relu_mul" | "relu",
     sparse: SparseArgs,
   ): void;
 }

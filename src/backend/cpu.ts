@@ -17,6 +17,7 @@ import {
   rope,
   setThreads,
   sparseAxpy,
+  sparseFfn,
   sparseMatmul,
 } from "../../ffi/ops.ts";
 import type {
@@ -26,6 +27,7 @@ import type {
   KvLayer,
   RopeMode,
   SparseArgs,
+  SparseFfnWeights,
   WeightTensor,
 } from "./backend.ts";
 
@@ -164,5 +166,18 @@ export class CpuBackend implements Backend {
       s.threshold,
       s.gpuIdx,
     );
+  }
+
+  sparseFfn(
+    out: Float32Array,
+    w: SparseFfnWeights,
+    f: Float32Array,
+    z: Float32Array,
+    nTokens: number,
+    kind: "relu_mul" | "relu_relu_mul" | "relu",
+    s: SparseArgs,
+  ): void {
+    this.#useThreads();
+    sparseFfn(out, f, z, nTokens, w, kind, s.threshold, s.gpuIdx, s.pred);
   }
 }

@@ -7,21 +7,10 @@
  * @module
  */
 
-import type { ActivationKind, Backend, HotFfn, WeightTensor } from "../backend/backend.ts";
-import type { Scratch } from "./scratch.ts";
+import type { ActivationKind, Backend, HotFfn, SparseFfnWeights } from "../backend/backend.ts";
 
-/** The tensors of one sparse FFN layer. */
-export interface SparseFfnWeights {
-  /** Predictor `[nHidden, nEmbd]` and `[nFf, nHidden]`. */
-  readonly fc1: WeightTensor;
-  readonly fc2: WeightTensor;
-  /** `[nFf, nEmbd]`. */
-  readonly up: WeightTensor;
-  /** `[nFf, nEmbd]`; null for Falcon (no gate). */
-  readonly gate: WeightTensor | null;
-  /** Transposed down projection `[nFf, nEmbd]`: row j is neuron j's output vector. */
-  readonly downT: WeightTensor;
-}
+export type { SparseFfnWeights };
+import type { Scratch } from "./scratch.ts";
 
 /** Per-call settings of the sparse FFN. */
 export interface SparseFfnRun {
@@ -54,12 +43,25 @@ export function sparseFfn(
   const n = run.nTokens;
   const nFf = w.up.nRows;
   const nEmbd = w.downT.nCols;
+  const pred = scratch.get("ffn.pred", n * nFf);
+  const out = scratch.get("ffn.out", n * nEmbd);
+
+  // One native call per layer when the backend can, unless the profiler needs the gate values.
+  if (backend.sparseFfn && !run.onActivation && run.activation !== "silu_mul") {
+    const kind = w.gate ? run.activation : "relu";
+    backend.sparseFfn(out, w, f, z, n, kind as "relu_mul" | "relu_relu_mul" | "relu", {
+      pred,
+      threshold: run.threshold,
+      gpuIdx: run.gpuIdx,
+    });
+    run.hot?.addHot(run.layer, out, f, n, pred, run.threshold);
+    return out;
+  }
 
   // pred = fc2 · ReLU(fc1 · z)
   const hidden = scratch.get("ffn.pred_hidden", n * w.fc1.nRows);
   backend.matmul(hidden, w.fc1, z, n);
   backend.activation(hidden, hidden, null, "relu");
-  const pred = scratch.get("ffn.pred", n * nFf);
   backend.matmul(pred, w.fc2, hidden, n);
   const sparse = { pred, threshold: run.threshold, gpuIdx: run.gpuIdx };
 
@@ -79,7 +81,6 @@ export function sparseFfn(
   if (run.onActivation) reportActivation(run, preact, sparse.pred, nFf);
 
   // out = Σ_j a[j] · down_t[j]
-  const out = scratch.get("ffn.out", n * nEmbd);
   backend.sparseAxpy(out, w.downT, a, n, sparse);
   run.hot?.addHot(run.layer, out, f, n, pred, run.threshold);
   return out;
