@@ -4,6 +4,7 @@ import {
   gpuIndexPathFor,
   readGpuIndex,
   serializeGpuIndex,
+  serializeGpuIndexSync,
   writeGpuIndex,
 } from "../src/gpu_index/gpuidx.ts";
 import { parseGguf } from "../src/gguf/reader.ts";
@@ -115,4 +116,9 @@ Deno.test("readGpuIndex() rejects inconsistent files with GpuIndexError", async 
   throws(() => readGpuIndex(noCapacity), GpuIndexError);
   throws(() => gpuIndexLayer(4, [1, 1]), GpuIndexError);
   throws(() => gpuIndexLayer(4, [4]), GpuIndexError);
+});
+
+Deno.test("serializeGpuIndexSync() writes the same bytes as serializeGpuIndex()", async () => {
+  const index = workedExample();
+  deepStrictEqual(serializeGpuIndexSync(index), await serializeGpuIndex(index));
 });

@@ -16,7 +16,7 @@ import { GpuIndexError } from "../errors.ts";
 import type { GgufFile } from "../gguf/reader.ts";
 import { parseGguf } from "../gguf/reader.ts";
 import { GgmlType, type GgufKv, GgufValueType } from "../gguf/types.ts";
-import { type GgufWriteSpec, serializeGguf, writeGguf } from "../gguf/writer.ts";
+import { type GgufWriteSpec, layoutGguf, serializeGguf, writeGguf } from "../gguf/writer.ts";
 
 /** Architecture string of GPU-index files. */
 export const GPU_INDEX_ARCH = "generic.gpu_index";
@@ -138,6 +138,44 @@ export async function writeGpuIndex(path: string, index: GpuIndex): Promise<void
  */
 export function serializeGpuIndex(index: GpuIndex): Promise<Uint8Array> {
   return serializeGguf(gpuIndexSpec(index));
+}
+
+/**
+ * Encodes an index file in memory, synchronously (index files are small). Same bytes as
+ * {@link serializeGpuIndex}.
+ *
+ * @param index The index.
+ * @returns The file bytes.
+ */
+export function serializeGpuIndexSync(index: GpuIndex): Uint8Array {
+  const spec = gpuIndexSpec(index);
+  const layout = layoutGguf(spec);
+  const out = new Uint8Array(layout.totalBytes);
+  out.set(layout.header, 0);
+  spec.tensors.forEach((t, i) => {
+    const data = t.data() as Uint8Array; // our providers are synchronous
+    out.set(data, layout.dataOffset + layout.tensors[i]!.offsetBytes);
+  });
+  return out;
+}
+
+/**
+ * Writes an index file synchronously (temporary file + rename, so a reader never sees half).
+ *
+ * @param path Destination.
+ * @param index The index.
+ */
+export function writeGpuIndexSync(path: string, index: GpuIndex): void {
+  const tmp = `${path}.tmp-${Deno.pid}-${Math.random().toString(36).slice(2, 10)}`;
+  try {
+    Deno.writeFileSync(tmp, serializeGpuIndexSync(index));
+    Deno.renameSync(tmp, path);
+  } catch (error) {
+    try {
+      Deno.removeSync(tmp);
+    } catch { /* already gone */ }
+    throw error;
+  }
 }
 
 /**

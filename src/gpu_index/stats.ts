@@ -238,7 +238,7 @@ export function formatActivationJson(
 }
 
 /**
- * Reads the statistics of a model from a directory: our `activation_counts.json` if present,
+ * Reads the statistics of a model from a directory (synchronously): our `activation_counts.json` if present,
  * else `activation_<L>.pt` files matched by layer number.
  *
  * @param dir The activation directory (path or file URL).
@@ -249,16 +249,16 @@ export function formatActivationJson(
  * sizes do not fit the model — the message names the fix (`deno task profile`).
  * @throws {CheckpointFormatError} If a `.pt` file is corrupted.
  */
-export async function readActivationDir(
+export function readActivationDirSync(
   dir: string | URL,
   opts: { nLayer?: number; nFf?: number } = {},
-): Promise<ActivationStats> {
+): ActivationStats {
   const dirPath = dir instanceof URL ? decodeURIComponent(dir.pathname) : dir;
   const fix = `make them with "deno task profile -m MODEL -f TEXT --out ${dirPath}"`;
   let names: string[];
   try {
     names = [];
-    for await (const entry of Deno.readDir(dirPath)) if (entry.isFile) names.push(entry.name);
+    for (const entry of Deno.readDirSync(dirPath)) if (entry.isFile) names.push(entry.name);
   } catch (cause) {
     if (cause instanceof Deno.errors.NotFound) {
       throw new GpuIndexError(
@@ -271,7 +271,7 @@ export async function readActivationDir(
   let stats: ActivationStats;
   if (names.includes(ACTIVATION_JSON)) {
     const path = `${dirPath}/${ACTIVATION_JSON}`;
-    stats = parseActivationJson(await Deno.readTextFile(path), path);
+    stats = parseActivationJson(Deno.readTextFileSync(path), path);
   } else {
     const byLayer = new Map<number, string>();
     for (const name of names) {
@@ -293,7 +293,7 @@ export async function readActivationDir(
         );
       }
       const path = `${dirPath}/${name}`;
-      counts.push(readActivationPt(await Deno.readFile(path), path));
+      counts.push(readActivationPt(Deno.readFileSync(path), path));
     }
     stats = { counts, source: dirPath };
   }
@@ -312,4 +312,25 @@ export async function readActivationDir(
     });
   }
   return stats;
+}
+
+/**
+ * Reads the statistics of a model from a directory: our `activation_counts.json` if present,
+ * else `activation_<L>.pt` files matched by layer number (see {@link readActivationDirSync}).
+ *
+ * @param dir The activation directory (path or file URL).
+ * @param opts `nLayer` / `nFf`: the model's shape, checked against the files.
+ * @returns The statistics.
+ * @throws {GpuIndexError} If statistics are missing or do not fit (the message names the fix).
+ * @throws {CheckpointFormatError} If a `.pt` file is corrupted.
+ */
+export function readActivationDir(
+  dir: string | URL,
+  opts: { nLayer?: number; nFf?: number } = {},
+): Promise<ActivationStats> {
+  try {
+    return Promise.resolve(readActivationDirSync(dir, opts));
+  } catch (error) {
+    return Promise.reject(error);
+  }
 }
