@@ -46,8 +46,10 @@ export function sparseFfn(
   const pred = scratch.get("ffn.pred", n * nFf);
   const out = scratch.get("ffn.out", n * nEmbd);
 
-  // One native call per layer when the backend can, unless the profiler needs the gate values.
-  if (backend.sparseFfn && !run.onActivation && run.activation !== "silu_mul") {
+  // One native call per layer when the backend can, unless the profiler needs the gate values
+  // (the fused CPU kernel wants n_embd and n_ff in multiples of 32; other widths go op by op).
+  const fusable = nFf % 32 === 0 && nEmbd % 32 === 0 && w.fc1.nRows % 32 === 0;
+  if (backend.sparseFfn && fusable && !run.onActivation && run.activation !== "silu_mul") {
     const kind = w.gate ? run.activation : "relu";
     backend.sparseFfn(out, w, f, z, n, kind as "relu_mul" | "relu_relu_mul" | "relu", {
       pred,
