@@ -212,7 +212,7 @@ Deno.test("Model.eval() of a prompt batch equals feeding it in chunks of 2 and o
   const path = pathOf({ arch: "llama", sparse: true, type: GgmlType.F16 });
   const lastLogits = (nBatch: number, oneByOne: boolean) => {
     using model = loadModel(path, { nCtx: 32, nBatch });
-    let logits = new Float32Array();
+    let logits: Float32Array = new Float32Array();
     if (oneByOne) { for (const id of PROMPT) logits = model.eval([id]); }
     else logits = model.eval(PROMPT);
     return logits;
