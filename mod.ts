@@ -76,3 +76,31 @@ export type {
 export { CpuBackend, type CpuBackendOptions } from "./src/backend/cpu.ts";
 export { MappedFile } from "./ffi/mapped_file.ts";
 export { getThreads, physicalCores, setThreads } from "./ffi/ops.ts";
+export { dequantizeF16, fp16FromF32, fp16ToF32, quantizeF16 } from "./src/quant/f16.ts";
+export { BLOCK_Q4_0_BYTES, dequantizeQ4_0, QK4_0, quantizeQ4_0 } from "./src/quant/q4_0.ts";
+export { BLOCK_Q5_0_BYTES, dequantizeQ5_0, QK5_0, quantizeQ5_0 } from "./src/quant/q5_0.ts";
+export {
+  BLOCK_Q8_0_BYTES,
+  dequantizeQ8_0,
+  QK8_0,
+  quantizeQ8_0,
+  quantizeQ8_0Activation,
+} from "./src/quant/q8_0.ts";
+export { BLOCK_Q6_K_BYTES, dequantizeQ6_K, QK_K, quantizeQ6_K } from "./src/quant/q6_k.ts";
+export { BLOCK_Q8_K_BYTES, dequantizeQ8_K, quantizeQ8_K } from "./src/quant/q8_k.ts";
+export type { QuantizeOptions } from "./src/quant/common.ts";
+export { dequantize, quantize, REFERENCE_TYPES } from "./src/quant/quantize.ts";
+export {
+  parseQuantizeTarget,
+  planQuantization,
+  QUANTIZATION_VERSION,
+  QUANTIZE_FTYPES,
+  quantizedMetadata,
+  quantizeModel,
+  type QuantizeModelOptions,
+  type QuantizePlanEntry,
+  type QuantizePlanOptions,
+  type QuantizeProgress,
+  type QuantizeSummary,
+  type QuantizeTarget,
+} from "./src/quant/quantize_model.ts";
