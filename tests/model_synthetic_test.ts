@@ -8,6 +8,7 @@ import type { Backend } from "../src/backend/backend.ts";
 import { serializeGguf } from "../src/gguf/writer.ts";
 import { GgmlType, type GgufKv, GgufValueType } from "../src/gguf/types.ts";
 import { loadModel } from "../src/model/model.ts";
+import { dequantize, quantize } from "../src/quant/quantize.ts";
 import { assertClose, seededRandom } from "./_helpers.ts";
 import { TsBackend } from "./_ts_backend.ts";
 
@@ -15,10 +16,13 @@ interface Synthetic {
   arch: "llama" | "bamboo";
   sparse: boolean;
   type: GgmlType.F32 | GgmlType.F16;
+  /** Quantized twin: 2-D weights Q4_0, token_embd Q8_0, output Q6_K (values pre-rounded). */
+  quantized?: boolean;
+  nEmbd?: number;
+  nFf?: number;
 }
 
-const N_EMBD = 64, N_HEAD = 4, N_HEAD_KV = 2, N_LAYER = 2, N_FF = 100, N_HIDDEN = 16;
-const HD = N_EMBD / N_HEAD;
+const N_HEAD_KV = 2, N_LAYER = 2, N_FF = 100;
 
 function vocab(): GgufKv[] {
   const tokens = ["<unk>", "<s>", "</s>"];
@@ -51,6 +55,8 @@ const N_VOCAB = 3 + 256 + 6;
 
 /** Writes a random model; dense and sparse twins share every weight (ffn_down_t = ffn_downᵀ). */
 async function writeModel(dir: string, m: Synthetic): Promise<string> {
+  const N_EMBD = m.nEmbd ?? 64, N_FF = m.nFf ?? 100, N_HEAD = N_EMBD / 16, HD = 16;
+  const N_HIDDEN = m.nEmbd === undefined ? 16 : 32; // Q4_0 predictors need multiples of 32
   const rand = seededRandom(1234);
   const tensors: { name: string; ne: number[]; values: Float32Array; keepF32?: boolean }[] = [];
   const add = (name: string, ne: number[], scale: number, keepF32 = false, offset = 0) =>
@@ -98,6 +104,18 @@ async function writeModel(dir: string, m: Synthetic): Promise<string> {
     if (!m.sparse && /fc[12]\.weight$/.test(t.name)) return [];
     return [t];
   }).map((t) => {
+    const qType = t.name === "output.weight"
+      ? GgmlType.Q6_K
+      : t.name === "token_embd.weight"
+      ? GgmlType.Q8_0
+      : GgmlType.Q4_0;
+    // twins of a quantized model hold the same (pre-rounded) values
+    if (m.nEmbd !== undefined && !t.keepF32) {
+      t.values = dequantize(qType, quantize(qType, t.values));
+    }
+    if (m.quantized && !t.keepF32) {
+      return { name: t.name, type: qType, ne: t.ne, data: () => quantize(qType, t.values) };
+    }
     const f16 = m.type === GgmlType.F16 && !t.keepF32;
     return {
       name: t.name,
@@ -124,7 +142,9 @@ async function writeModel(dir: string, m: Synthetic): Promise<string> {
     ...vocab(),
   ];
   const bytes = await serializeGguf({ magic: m.sparse ? "PWRI" : "GGUF", metadata, tensors: out });
-  const path = `${dir}/${m.arch}-${m.sparse ? "sparse" : "dense"}-${GgmlType[m.type]}.gguf`;
+  const path = `${dir}/${m.arch}-${m.sparse ? "sparse" : "dense"}-${GgmlType[m.type]}-${
+    m.quantized ? "q" : ""
+  }${N_EMBD}-${N_FF}.gguf`;
   await Deno.writeFile(path, bytes);
   return path;
 }
@@ -220,4 +240,16 @@ Deno.test("Model.eval() of a prompt batch equals feeding it in chunks of 2 and o
   const batch = lastLogits(512, false);
   assertClose(lastLogits(2, false), batch, 1e-5, "chunks of 2");
   assertClose(lastLogits(512, true), batch, 1e-5, "one by one");
+});
+
+Deno.test("Model.eval() with Q4_0 weights, Q8_0 embeddings and a Q6_K output tracks its F32 twin", async () => {
+  const base = { arch: "llama", sparse: true, type: GgmlType.F32, nEmbd: 256, nFf: 512 } as const;
+  // every neuron on: a random predictor would flip neurons between the twins
+  const q = run(await writeModel(dir, { ...base, quantized: true }), new CpuBackend(), -1e30);
+  const f = run(await writeModel(dir, base), new CpuBackend(), -1e30);
+  for (const [i, logits] of q.entries()) {
+    // same weight values; only the Q8_0/Q8_K rounding of activations differs
+    const scale = Math.max(...f[i]!.map(Math.abs));
+    assertClose(logits, f[i]!, 0.05 * scale, `step ${i}`);
+  }
 });

@@ -7,7 +7,8 @@
 
 import { ModelConfigError } from "../errors.ts";
 import type { GgufFile, GgufTensorInfo } from "../gguf/reader.ts";
-import { GgmlType, ggmlTypeName } from "../gguf/types.ts";
+import { GgmlType, ggmlTypeName, rowByteSize } from "../gguf/types.ts";
+import { dequantize } from "../quant/quantize.ts";
 import type { WeightTensor } from "../backend/backend.ts";
 
 /** Types the matmul kernels accept for 2-D weights. */
@@ -91,7 +92,7 @@ export function optionalVector(file: GgufFile, name: string, n: number): Float32
  * Dequantizes row `row` of a weight into `out` (exactly, spec q4_0.md §2): the token embedding
  * lookup (`get_rows`).
  *
- * @throws {ModelConfigError} For types other than F32, F16, Q4_0 and Q8_0.
+ * @throws {ModelConfigError} For types other than F32, F16, Q4_0, Q8_0 and Q6_K.
  * @throws {RangeError} If the row is out of range.
  */
 export function dequantizeRow(w: WeightTensor, row: number, out: Float32Array): void {
@@ -116,39 +117,18 @@ export function dequantizeRow(w: WeightTensor, row: number, out: Float32Array): 
       return;
     }
     case GgmlType.Q4_0:
-    case GgmlType.Q8_0: {
-      const q4 = w.type === GgmlType.Q4_0;
-      const blockBytes = q4 ? 18 : 34;
-      const nBlocks = n / 32;
-      const base = row * nBlocks * blockBytes;
-      const view = new DataView(d.buffer, d.byteOffset, d.byteLength);
-      for (let b = 0; b < nBlocks; b++) {
-        const p = base + b * blockBytes;
-        const scale = Math.fround(f16(view.getUint16(p, true)));
-        for (let j = 0; j < (q4 ? 16 : 32); j++) {
-          if (q4) {
-            const byte = d[p + 2 + j]!;
-            out[b * 32 + j] = Math.fround(((byte & 0xf) - 8) * scale);
-            out[b * 32 + j + 16] = Math.fround(((byte >> 4) - 8) * scale);
-          } else {
-            out[b * 32 + j] = Math.fround(view.getInt8(p + 2 + j) * scale);
-          }
-        }
-      }
+    case GgmlType.Q8_0:
+    case GgmlType.Q6_K: {
+      // exact dequantization per q4_0.md §2 (the quant module's scalar references)
+      const rowBytes = rowByteSize(w.type, n);
+      out.set(dequantize(w.type, d.subarray(row * rowBytes, (row + 1) * rowBytes)));
       return;
     }
     default:
       throw new ModelConfigError(
         `Cannot look up rows of "${w.name}" with type ${
           ggmlTypeName(w.type)
-        }: expected F32, F16, Q4_0 or Q8_0`,
+        }: expected F32, F16, Q4_0, Q8_0 or Q6_K`,
       );
   }
-}
-
-const F16_SCRATCH = new Uint16Array(1);
-const F16_VIEW = new Float16Array(F16_SCRATCH.buffer);
-function f16(bits: number): number {
-  F16_SCRATCH[0] = bits;
-  return F16_VIEW[0]!;
 }
