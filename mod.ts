@@ -104,3 +104,38 @@ export {
   type QuantizeSummary,
   type QuantizeTarget,
 } from "./src/quant/quantize_model.ts";
+export {
+  capacityFromBudget,
+  DEFAULT_GPU_INDEX_BATCH,
+  type DenseItem,
+  type GpuBudget,
+  type GpuIndexProblem,
+  type GpuIndexSolution,
+  solveGpuIndex,
+} from "./src/gpu_index/solve.ts";
+export {
+  type GpuIndex,
+  type GpuIndexLayer,
+  gpuIndexLayer,
+  gpuIndexPathFor,
+  readGpuIndex,
+  serializeGpuIndex,
+  writeGpuIndex,
+} from "./src/gpu_index/gpuidx.ts";
+export {
+  ACTIVATION_JSON,
+  type ActivationStats,
+  formatActivationJson,
+  parseActivationJson,
+  readActivationDir,
+  readActivationPt,
+} from "./src/gpu_index/stats.ts";
+export { denseItems, modelBudget, neuronByteCost } from "./src/gpu_index/budget.ts";
+export { formatPlan, type GpuIndexPlan, planGpuIndex, planToJson } from "./src/gpu_index/plan.ts";
+export {
+  type GpuIndexDecision,
+  type GpuIndexPolicyOptions,
+  resolveGpuIndex,
+} from "./src/gpu_index/policy.ts";
+export { profileActivations, type ProfileOptions } from "./src/gpu_index/profile.ts";
+export { TsHotFfn } from "./src/gpu_index/ts_hot_ffn.ts";

@@ -49,7 +49,13 @@ export interface BudgetRunOptions {
 /** Bytes per GiB: `--vram-budget G` means `floor(G · 2^30)` bytes. */
 export const GIB = 1024 ** 3;
 
-/** Reads the shape from a model file's metadata (PWRI or GGUF, llama/bamboo/falcon). */
+/**
+ * Reads the shape from a model file's metadata (PWRI or GGUF, llama/bamboo/falcon).
+ *
+ * @param file The model.
+ * @returns Layers, widths, heads and vocabulary size.
+ * @throws {GpuIndexError} If a key is missing.
+ */
 export function budgetShapeOf(file: GgufFile): BudgetModelShape {
   const arch = file.getString("general.architecture");
   if (!arch) throw new GpuIndexError(`Model has no general.architecture key`);
@@ -93,6 +99,16 @@ function category(name: string): string {
  * @param shape Model shape.
  * @param run Context, batch and KV type.
  * @returns Items in PowerInfer's offload order; zero-byte categories are left out.
+ *
+ * @example KV cache and scratch without any tensors
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { denseItems } from "./budget.ts";
+ * const shape = { nLayer: 2, nFf: 64, nEmbd: 16, nEmbdGqa: 16, nHead: 2, nVocab: 32 };
+ * const items = denseItems([], shape, { nCtx: 8, nBatch: 1 });
+ * strictEqual(items[0]!.part, "kv cache");
+ * strictEqual(items[0]!.byteLength, 2 * 16 * 2 * 8 * 2);
+ * ```
  */
 export function denseItems(
   tensors: readonly GgufTensorInfo[],
@@ -141,6 +157,14 @@ export function denseItems(
  * `gpu_bucket` (the largest over the layers).
  *
  * @throws {GpuIndexError} If a layer lacks `ffn_up` or `ffn_down_t` (not a PowerInfer model).
+ *
+ * @example
+ * ```ts ignore
+ * import { openGguf } from "../gguf/open.ts";
+ * import { neuronByteCost } from "./budget.ts";
+ * using file = openGguf("fortune-relu.q4.powerinfer.gguf");
+ * console.log(neuronByteCost(file, 4)); // 3 Q4_0 rows of 192 + 4 = 328
+ * ```
  */
 export function neuronByteCost(file: GgufFile, nLayer: number): number {
   let worst = 0;
@@ -169,6 +193,14 @@ export function neuronByteCost(file: GgufFile, nLayer: number): number {
  * @param run Context, batch and KV type.
  * @returns Dense items, bytes left for neurons, neuron cost and capacity.
  * @throws {GpuIndexError} If the dense blocks alone exceed the budget (by how much is said).
+ *
+ * @example
+ * ```ts ignore
+ * import { openGguf } from "../gguf/open.ts";
+ * import { modelBudget } from "./budget.ts";
+ * using file = openGguf("llama-7b-relu.powerinfer.gguf");
+ * console.log(modelBudget(file, 8).capacityNeurons);
+ * ```
  */
 export function modelBudget(
   file: GgufFile,

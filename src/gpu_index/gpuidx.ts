@@ -46,6 +46,15 @@ export interface GpuIndex {
  * @param hot Hot neuron ids (any order; duplicates are an error).
  * @returns The layer with `gpuIdx` and a sorted `gpuBucket`.
  * @throws {GpuIndexError} If an id is out of range or repeated.
+ *
+ * @example Hot ids become a mask and a sorted bucket
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { gpuIndexLayer } from "./gpuidx.ts";
+ * const layer = gpuIndexLayer(4, [3, 0]);
+ * deepStrictEqual([...layer.gpuIdx], [1, 0, 0, 1]);
+ * deepStrictEqual([...layer.gpuBucket], [0, 3]);
+ * ```
  */
 export function gpuIndexLayer(nFf: number, hot: ArrayLike<number>): GpuIndexLayer {
   const gpuIdx = new Uint8Array(nFf);
@@ -115,6 +124,15 @@ export function gpuIndexSpec(index: GpuIndex): GgufWriteSpec {
  *
  * @param path Destination, usually `<model path>.generated.gpuidx`.
  * @param index The index.
+ *
+ * @example Write the index next to a model
+ * ```ts ignore
+ * import { gpuIndexLayer, gpuIndexPathFor, writeGpuIndex } from "./gpuidx.ts";
+ * await writeGpuIndex(gpuIndexPathFor("model.gguf"), {
+ *   vramCapacity: 2 ** 30,
+ *   layers: [gpuIndexLayer(1024, [0, 1, 2])],
+ * });
+ * ```
  */
 export async function writeGpuIndex(path: string, index: GpuIndex): Promise<void> {
   await writeGguf(path, gpuIndexSpec(index));
@@ -188,6 +206,13 @@ export function writeGpuIndexSync(path: string, index: GpuIndex): void {
  * types, missing `split.vram_capacity`, values other than 0/1, a bucket that does not list exactly
  * the hot neurons in ascending order).
  * @throws {GgufFormatError} If the bytes are not GGUF.
+ *
+ * @example Read PowerInfer's or our index file
+ * ```ts ignore
+ * import { readGpuIndex } from "./gpuidx.ts";
+ * const index = readGpuIndex("llama-7b-relu.powerinfer.gguf.generated.gpuidx");
+ * console.log(index.layers.map((l) => l.gpuBucket.length));
+ * ```
  */
 export function readGpuIndex(source: Uint8Array | GgufFile | string): GpuIndex {
   if (typeof source === "string") {
@@ -259,7 +284,19 @@ function readI32(bytes: Uint8Array): Int32Array {
   return out;
 }
 
-/** The index path PowerInfer (and we) use for a model: `<model path>.generated.gpuidx`. */
+/**
+ * The index path PowerInfer (and we) use for a model: `<model path>.generated.gpuidx`.
+ *
+ * @param modelPath The model file.
+ * @returns The index path beside it.
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { gpuIndexPathFor } from "./gpuidx.ts";
+ * strictEqual(gpuIndexPathFor("m/a.gguf"), "m/a.gguf.generated.gpuidx");
+ * ```
+ */
 export function gpuIndexPathFor(modelPath: string): string {
   return modelPath + GPU_INDEX_SUFFIX;
 }

@@ -55,6 +55,16 @@ export interface GpuIndexPlan {
  * @returns The plan, with the index to write.
  * @throws {GpuIndexError} If neither a budget nor a capacity is given, the budget is impossible,
  * or the statistics do not fit the model.
+ *
+ * @example
+ * ```ts ignore
+ * import { openGguf } from "../gguf/open.ts";
+ * import { planGpuIndex, formatPlan } from "./plan.ts";
+ * import { readActivationDir } from "./stats.ts";
+ * using file = openGguf("model.powerinfer.gguf");
+ * const plan = planGpuIndex(file, await readActivationDir("activation"), { vramBudgetGiB: 8 });
+ * console.log(formatPlan(plan));
+ * ```
  */
 export function planGpuIndex(
   file: GgufFile,
@@ -114,7 +124,12 @@ export function planGpuIndex(
   };
 }
 
-/** The plan as lines of text: what goes to the GPU, bytes per part, budget left. */
+/**
+ * The plan as lines of text: what goes to the GPU, bytes per part, budget left.
+ *
+ * @param plan A plan from {@link planGpuIndex}.
+ * @returns Printable lines.
+ */
 export function formatPlan(plan: GpuIndexPlan): string {
   const lines: string[] = [];
   const b = plan.budget;
@@ -156,7 +171,12 @@ export function formatPlan(plan: GpuIndexPlan): string {
   return lines.join("\n");
 }
 
-/** The plan as a JSON-able object (`neuronsPerLayer` and the byte accounting). */
+/**
+ * The plan as a JSON-able object (`neuronsPerLayer` and the byte accounting).
+ *
+ * @param plan A plan from {@link planGpuIndex}.
+ * @returns A plain object.
+ */
 export function planToJson(plan: GpuIndexPlan): Record<string, unknown> {
   const b = plan.budget;
   const s = plan.solution;

@@ -64,6 +64,16 @@ export interface GpuIndexDecision {
  * @returns The decision, with the per-layer masks to pass to the sparse FFN.
  * @throws {GpuIndexError} If the budget cannot hold the dense blocks, or an index must be made and
  * the statistics are missing or do not fit the model.
+ *
+ * @example Feed the decision to the engine
+ * ```ts ignore
+ * import { openGguf } from "../gguf/open.ts";
+ * import { loadModel } from "../model/model.ts";
+ * import { resolveGpuIndex } from "./policy.ts";
+ * using file = openGguf("model.powerinfer.gguf");
+ * const d = resolveGpuIndex("model.powerinfer.gguf", file, { vramBudget: 8 });
+ * using model = loadModel("model.powerinfer.gguf", { gpuIdx: d.gpuIdx ?? undefined, hot: myGpuSide });
+ * ```
  */
 export function resolveGpuIndex(
   modelPath: string,

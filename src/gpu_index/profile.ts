@@ -52,6 +52,13 @@ export interface ProfileResult extends ActivationStats {
  * @param opts Mode, window, batch, threads, token cap, progress.
  * @returns Per-layer counts, the token count and per-layer active fractions.
  * @throws {GpuIndexError} If the model is not sparse (no predictor) or the text has no tokens.
+ *
+ * @example
+ * ```ts ignore
+ * import { profileActivations } from "./profile.ts";
+ * const r = profileActivations("fortune-relu.q4.powerinfer.gguf", ["A fortune.", "Another."]);
+ * console.log(r.activeFraction);
+ * ```
  */
 export function profileActivations(
   modelPath: string,

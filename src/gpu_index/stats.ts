@@ -46,6 +46,14 @@ export interface ActivationStats {
  * @param tensor A tensor from `readTorchTensor`.
  * @returns Its elements as float64.
  * @throws {CheckpointFormatError} If the tensor is not 1-D or its byte length does not match.
+ *
+ * @example An int32 tensor
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { countsFromTorchTensor } from "./stats.ts";
+ * const data = new Uint8Array(Int32Array.from([3, 0, 7]).buffer);
+ * deepStrictEqual([...countsFromTorchTensor({ dtype: "int32", shape: [3], data })], [3, 0, 7]);
+ * ```
  */
 export function countsFromTorchTensor(tensor: TorchTensor): Float64Array {
   if (tensor.shape.length !== 1) {
@@ -221,6 +229,14 @@ export function parseActivationJson(text: string, name = ACTIVATION_JSON): Activ
  * @param stats Counts (and optionally the token count).
  * @param extra Informative fields (`model`, `threshold`).
  * @returns JSON text.
+ *
+ * @example Round trip
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { formatActivationJson, parseActivationJson } from "./stats.ts";
+ * const text = formatActivationJson({ counts: [[1, 0, 2]], tokens: 2 });
+ * deepStrictEqual([...parseActivationJson(text).counts[0]!], [1, 0, 2]);
+ * ```
  */
 export function formatActivationJson(
   stats: { counts: readonly ArrayLike<number>[]; tokens?: number },
@@ -323,6 +339,13 @@ export function readActivationDirSync(
  * @returns The statistics.
  * @throws {GpuIndexError} If statistics are missing or do not fit (the message names the fix).
  * @throws {CheckpointFormatError} If a `.pt` file is corrupted.
+ *
+ * @example The statistics next to a model
+ * ```ts ignore
+ * import { readActivationDir } from "./stats.ts";
+ * const stats = await readActivationDir("models/llama-7b/activation", { nLayer: 32, nFf: 11008 });
+ * console.log(stats.counts.length, stats.tokens);
+ * ```
  */
 export function readActivationDir(
   dir: string | URL,

@@ -40,7 +40,21 @@ export interface TsHotFfnOptions {
   readonly activation?: ActivationKind;
 }
 
-/** The hot side in plain TypeScript (see the module doc). */
+/**
+ * The hot side in plain TypeScript (see the module doc).
+ *
+ * @example Split a model between the CPU and this stand-in
+ * ```ts ignore
+ * import { openGguf } from "../gguf/open.ts";
+ * import { loadModel } from "../model/model.ts";
+ * import { readGpuIndex } from "./gpuidx.ts";
+ * import { TsHotFfn } from "./ts_hot_ffn.ts";
+ * const index = readGpuIndex("m.gguf.generated.gpuidx");
+ * using file = openGguf("m.gguf");
+ * const hot = new TsHotFfn(file, index.layers);
+ * using model = loadModel("m.gguf", { gpuIdx: index.layers.map((l) => l.gpuIdx), hot });
+ * ```
+ */
 export class TsHotFfn implements HotFfn {
   readonly nEmbd: number;
   readonly nFf: number;
