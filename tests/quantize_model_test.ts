@@ -13,7 +13,9 @@ import {
   planQuantization,
   quantizeModel,
 } from "../src/quant/quantize_model.ts";
+import { loadModel } from "../src/model/model.ts";
 import { hasSharedFixture, seededRandom, sharedFixture } from "./_helpers.ts";
+import { type RefRun, teacherForce } from "./_model_helpers.ts";
 
 const TINY_F16 = "models/tiny/tiny.powerinfer.f16.gguf";
 const TINY_Q4 = "models/tiny/tiny.powerinfer.q4_0.gguf";
@@ -320,5 +322,35 @@ Deno.test({
         1,
       );
       ok(errors.at(-1)!.startsWith("error: Unknown quantization type"));
+    }),
+});
+
+Deno.test({
+  name: "quantizeModel() output runs in the engine and matches PowerInfer's Q4_0 references",
+  ignore: !hasSharedFixture(TINY_F16) || !hasSharedFixture("models/tiny/reference_outputs.json"),
+  fn: () =>
+    withTempDir(async (dir) => {
+      const out = `${dir}/tiny.q4_0.gguf`;
+      await quantizeModel(sharedFixture(TINY_F16), out, "Q4_0");
+      const reference = JSON.parse(
+        await Deno.readTextFile(sharedFixture("models/tiny/reference_outputs.json")),
+      );
+      using model = loadModel(out, { nCtx: 64, threads: 1 });
+      // The engine issue's tolerance for the Q4_0 file (tests/model_llama_test.ts).
+      for (const run of reference.models["tiny.powerinfer.q4_0.gguf"] as RefRun[]) {
+        teacherForce(model, run, (a, b) => Math.abs(a - b), 5e-2);
+      }
+      // Greedy generation reproduces PowerInfer's tokens.
+      const run = reference.models["tiny.powerinfer.q4_0.gguf"][0] as RefRun;
+      model.reset();
+      const ids: number[] = [];
+      for await (
+        const t of model.generate(run.prompt_ids, {
+          maxTokens: run.generated_ids.length,
+          temperature: 0,
+          repeatPenalty: 1,
+        })
+      ) if (t.id >= 0) ids.push(t.id);
+      deepStrictEqual(ids, run.generated_ids);
     }),
 });
