@@ -322,6 +322,21 @@ Deno.test("planConversion() Falcon (synthetic bf16 weights) matches PowerInfer's
       equal(await sha256(ours.tensorData(t.name)), t.sha256, t.name);
     }
     checkFalconTensors(ours, hf);
+    // --outtype q4_0 (f16, then quantize Q4_0): metadata equals the shipped Q4_0 file's, tensor
+    // infos too (output.weight Q8_0 for Falcon), and the real predictors' Q4_0 bytes are equal.
+    const q = parseGguf(
+      await convertInMemory(dir, { outtype: "q4_0", predictorDir: `${FALCON}/predictor` }),
+    );
+    deepStrictEqual([...q.metadata.keys()], [...q4.metadata.keys()]);
+    for (const [k, v] of q4.metadata) equal(show(q.get(k)), show(v), `q4_0 metadata ${k}`);
+    deepStrictEqual(
+      q.tensors.map((t) => [t.name, t.ne, t.type, t.offsetBytes]),
+      q4.tensors.map((t) => [t.name, t.ne, t.type, t.offsetBytes]),
+    );
+    equal(q.dataOffset, q4.dataOffset);
+    for (const t of q4.tensors.filter((t) => /\.fc[12]\./.test(t.name))) {
+      deepStrictEqual(q.tensorData(t.name), q4.tensorData(t), t.name);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -12,9 +12,18 @@
 
 import { basename, join, resolve } from "node:path";
 import { ConvertError, TokenizerError } from "../errors.ts";
-import { GgmlType, type GgufKv, type GgufMagic, GgufValueType } from "../gguf/types.ts";
+import {
+  GgmlType,
+  type GgufKv,
+  type GgufMagic,
+  GgufValueType,
+  tensorByteSize,
+} from "../gguf/types.ts";
 import { type GgufWriteProgress, type GgufWriteTensor, writeGguf } from "../gguf/writer.ts";
+import { openNative } from "../../ffi/library.ts";
+import { quantizeRows } from "../../ffi/ops.ts";
 import { quantize } from "../quant/quantize.ts";
+import { planQuantization } from "../quant/quantize_model.ts";
 import { FileSource } from "../torch/source.ts";
 import { openTorchStateDict, type TorchTensor } from "../torch/torch.ts";
 import { type Checkpoint, type LazyTensor, openCheckpoint } from "./checkpoint.ts";
@@ -639,26 +648,37 @@ function outputType(
   return t.shape.length > 1 ? GgmlType.F16 : GgmlType.F32;
 }
 
-/** Q4_0 type choice of PowerInfer's `quantize` for a tensor of an f16 file. */
-function q4_0Type(arch: string, name: string, type: GgmlType, ne: number[]): GgmlType {
-  if (type !== GgmlType.F16) return type; // 1-D tensors stay F32
-  if (name === "output.weight") {
-    // quantize wants Q6_K for output.weight; Falcon and rows not made of 256-blocks get Q8_0.
-    return arch !== "falcon" && ne[0]! % 256 === 0 ? GgmlType.Q6_K : GgmlType.Q8_0;
-  }
-  return GgmlType.Q4_0;
-}
-
 function ggmlNe(shape: number[], squeeze: boolean): number[] {
   const s = squeeze ? shape.filter((d) => d !== 1) : shape;
   return (s.length === 0 ? [1] : [...s]).reverse();
 }
 
-function encode(x: Float32Array, type: GgmlType): Uint8Array {
+let nativeQuantize: boolean | undefined;
+function hasNativeQuantize(): boolean {
+  if (nativeQuantize === undefined) {
+    try {
+      openNative();
+      nativeQuantize = true;
+    } catch {
+      nativeQuantize = false; // the TS references give the same bytes, only slower
+    }
+  }
+  return nativeQuantize;
+}
+
+function encode(x: Float32Array, type: GgmlType, ne: number[]): Uint8Array {
   if (type === GgmlType.F32) return new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
-  if (type === GgmlType.F16) return f32ToF16Bytes(x);
-  // q4_0 outtype: the values an f16 file would hold, then quantize's reference rounding.
-  const h = new Uint16Array(f32ToF16Bytes(x).buffer);
+  const f16 = f32ToF16Bytes(x);
+  if (type === GgmlType.F16) return f16;
+  // q4_0 outtype: quantize what the f16 file would hold, exactly as PowerInfer's quantize does.
+  const nCols = ne[0]!;
+  const nRows = x.length / nCols;
+  if (hasNativeQuantize()) {
+    const out = new Uint8Array(tensorByteSize(type, ne));
+    quantizeRows(out, type, f16, GgmlType.F16, nRows, nCols);
+    return out;
+  }
+  const h = new Uint16Array(f16.buffer);
   const y = new Float32Array(h.length);
   for (let i = 0; i < h.length; i++) y[i] = f32FromF16Bits(h[i]!);
   return quantize(type, y);
@@ -706,12 +726,21 @@ export function planConversion(modelDir: string, options: ConvertOptions = {}): 
       : planLlama(arch, modelDir, config, ckpt, opts, closers);
     const metadata = planned.metadata;
     if (outtype === "q4_0") metadata.push(u32("general.quantization_version", 2));
-    const tensors: GgufWriteTensor[] = planned.tensors.map((t) => {
-      const squeeze = arch === "falcon";
-      const ne = ggmlNe(t.shape, squeeze);
-      let type = outputType(arch, outtype === "q4_0" ? "f16" : outtype, t);
-      if (outtype === "q4_0") type = q4_0Type(arch, t.name, type, ne);
-      return { name: t.name, type, ne, data: () => encode(t.load(), type) };
+    const infos = planned.tensors.map((t) => ({
+      name: t.name,
+      type: outputType(arch, outtype === "q4_0" ? "f16" : outtype, t),
+      ne: ggmlNe(t.shape, arch === "falcon"),
+      offsetBytes: 0,
+      byteLength: 0,
+    }));
+    // q4_0: the types PowerInfer's quantize gives each tensor of the f16 file (H-quant's rules).
+    const types = outtype === "q4_0"
+      ? planQuantization(infos, arch, "Q4_0").map((e) => e.dstType)
+      : infos.map((i) => i.type);
+    const tensors: GgufWriteTensor[] = planned.tensors.map((t, i) => {
+      const { name, ne } = infos[i]!;
+      const type = types[i]!;
+      return { name, type, ne, data: () => encode(t.load(), type, ne) };
     });
     return {
       arch,
