@@ -1,0 +1,337 @@
+/**
+ * `deno task bench` — llama-bench-style speed report of the engine: prompt processing (pp) and
+ * generation (tg) tokens/s, mean ± sd over repetitions, 1 and all threads, sparse (PWRI with its
+ * predictor) vs dense (the same weights with every FFN neuron computed), and the fraction of the
+ * memory-read roofline reached by generation (bytes the token touches ÷ measured bandwidth).
+ *
+ * ```
+ * deno task bench --shape tinyllama-1.1b [--type q4_0|f16] [--sparsity 0.87] [--seed 1]
+ *                 [--model FILE] [--dense-model FILE] [--threads N] [--reps 3] [--pp 49] [--tg 64]
+ *                 [--cache DIR] [--no-dense] [--json]
+ * ```
+ * With `--shape` the sparse model and its dense twin (magic GGUF, `ffn_down` untransposed, no
+ * predictor: the "same model as a dense llama.cpp file") are generated once by make-model into
+ * the cache dir (default `$XDG_CACHE_HOME/powerinfer-deno/bench` or `~/.cache/...`, outside the
+ * repo). With `--model` only, dense runs the same file with the predictor off (threshold −∞,
+ * all neurons computed). `--json` prints `{ sparse_tg, dense_tg, sparse_pp, dense_pp, ... }` for
+ * the largest thread count (tokens/s).
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { bandwidthRead, physicalCores, setThreads } from "../ffi/ops.ts";
+import { makeModel, modelShape } from "../src/bench/make_model.ts";
+import { openGguf } from "../src/gguf/open.ts";
+import { loadModel } from "../src/model/model.ts";
+
+interface Stat {
+  mean: number;
+  sd: number;
+}
+
+interface BenchRow {
+  model: string;
+  mode: "sparse" | "dense";
+  threads: number;
+  test: string;
+  tokensPerSecond: Stat;
+  /** Generation only: bytes one token reads, and the fraction of the roofline reached. */
+  bytesPerToken?: number;
+  roofline?: number;
+}
+
+function stat(xs: number[]): Stat {
+  const mean = xs.reduce((s, v) => s + v, 0) / xs.length;
+  const sd = xs.length > 1
+    ? Math.sqrt(xs.reduce((s, v) => s + (v - mean) ** 2, 0) / (xs.length - 1))
+    : 0;
+  return { mean, sd };
+}
+
+function cacheDir(explicit?: string): string {
+  if (explicit) return explicit;
+  const base = Deno.env.get("XDG_CACHE_HOME") ?? join(Deno.env.get("HOME") ?? "/tmp", ".cache");
+  return join(base, "powerinfer-deno", "bench");
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Bytes of every tensor of the file, grouped the way a token reads them. */
+function tensorBytes(path: string) {
+  using file = openGguf(path);
+  let always = 0; // attention, norms, predictor: read in full by every token
+  let ffn = 0; // up + gate + down(_t): read in full densely, only active rows sparsely
+  let output = 0;
+  let embdRow = 0;
+  let nLayer = 0, nEmbdGqa = 0;
+  for (const t of file.tensors) {
+    if (t.name === "token_embd.weight") {
+      embdRow = t.byteLength / t.ne[1]!;
+    } else if (t.name === "output.weight") {
+      output = t.byteLength;
+    } else if (/ffn_(up|gate|down|down_t)\.weight$/.test(t.name)) {
+      ffn += t.byteLength;
+    } else {
+      always += t.byteLength;
+    }
+    const m = /^blk\.(\d+)\.attn_k\.weight$/.exec(t.name);
+    if (m) {
+      nLayer = Math.max(nLayer, Number(m[1]) + 1);
+      nEmbdGqa = t.ne[1]!;
+    }
+  }
+  if (!file.tensor("output.weight")) output = file.tensor("token_embd.weight")!.byteLength;
+  return { always, ffn, output, embdRow, nLayer, nEmbdGqa, magic: file.magic };
+}
+
+/** Mean fraction of FFN neurons computed per token (sparse: measured through the profiler hook). */
+function measureActiveFraction(path: string, ids: number[]): number {
+  let fired = 0, total = 0;
+  using model = loadModel(path, {
+    nCtx: ids.length + 8,
+    onFfnActivation: (_l, active) => {
+      for (let j = 0; j < active.length; j++) fired += active[j]!;
+      total += active.length;
+    },
+  });
+  model.eval(ids);
+  return total ? fired / total : 1;
+}
+
+function measureBandwidth(threads: number): number {
+  setThreads(threads);
+  const buf = new Uint8Array(256 * 2 ** 20);
+  buf.fill(1);
+  bandwidthRead(buf, 1);
+  const best: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    const t0 = performance.now();
+    bandwidthRead(buf, 2);
+    best.push((2 * buf.byteLength) / ((performance.now() - t0) / 1000));
+  }
+  return Math.max(...best);
+}
+
+interface RunSpec {
+  label: string;
+  path: string;
+  mode: "sparse" | "dense";
+  /** Dense run of a PWRI file: predictor off (threshold −∞). */
+  thresholdOff: boolean;
+}
+
+function benchOne(spec: RunSpec, threads: number, pp: number, tg: number, reps: number) {
+  setThreads(threads);
+  const prompt = Array.from({ length: pp }, (_, i) => 100 + ((i * 7919) % 31000));
+  const gen = Array.from({ length: tg }, (_, i) => 200 + ((i * 104729) % 31000));
+  using model = loadModel(spec.path, {
+    threads,
+    nCtx: pp + tg + 16,
+    nBatch: Math.max(pp, 1),
+    sparseThreshold: spec.thresholdOff ? -3.4e38 : undefined,
+  });
+  // warm-up: touch the weights once
+  model.eval(prompt.slice(0, Math.min(pp, 8)));
+  model.reset();
+  const ppRates: number[] = [], tgRates: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    model.reset();
+    let t0 = performance.now();
+    model.eval(prompt);
+    ppRates.push(pp / ((performance.now() - t0) / 1000));
+    t0 = performance.now();
+    for (const id of gen) model.eval([id]);
+    tgRates.push(tg / ((performance.now() - t0) / 1000));
+  }
+  return { pp: stat(ppRates), tg: stat(tgRates) };
+}
+
+function peakRss(): { hwmMiB: number; anonMiB: number } {
+  try {
+    const s = Deno.readTextFileSync("/proc/self/status");
+    const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)?.[1] ?? 0);
+    return { hwmMiB: kb("VmHWM") / 1024, anonMiB: kb("RssAnon") / 1024 };
+  } catch {
+    return { hwmMiB: 0, anonMiB: 0 };
+  }
+}
+
+const fmtStat = (s: Stat) => `${s.mean.toFixed(2)} ± ${s.sd.toFixed(2)}`;
+
+async function main(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      shape: { type: "string" },
+      type: { type: "string", default: "q4_0" },
+      sparsity: { type: "string", default: "0.87" },
+      seed: { type: "string", default: "1" },
+      model: { type: "string" },
+      "dense-model": { type: "string" },
+      threads: { type: "string" },
+      reps: { type: "string", default: "3" },
+      pp: { type: "string", default: "49" },
+      tg: { type: "string", default: "64" },
+      cache: { type: "string" },
+      "no-dense": { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
+    },
+  });
+  const log = (m: string) => console.error(m);
+  const type = values.type === "f16" ? "f16" : "q4_0";
+  let sparsePath = values.model;
+  let densePath = values["dense-model"];
+  let label = sparsePath?.split("/").pop() ?? "";
+  if (!sparsePath) {
+    if (!values.shape) {
+      console.error("bench: give --shape NAME or --model FILE");
+      return 2;
+    }
+    const shape = modelShape(values.shape);
+    const dir = cacheDir(values.cache);
+    await Deno.mkdir(dir, { recursive: true });
+    const stem = `${shape.name}.${type}.s${values.sparsity}.seed${values.seed}`;
+    sparsePath = join(dir, `${stem}.powerinfer.gguf`);
+    densePath = join(dir, `${stem}.dense.gguf`);
+    label = `${shape.name} ${type.toUpperCase()}`;
+    for (const [path, dense] of [[sparsePath, false], [densePath, true]] as const) {
+      if (dense && values["no-dense"]) continue;
+      if (await exists(path)) continue;
+      log(`bench: generating ${path}`);
+      await makeModel({
+        shape,
+        out: path,
+        type,
+        sparsity: Number(values.sparsity),
+        seed: Number(values.seed),
+        dense,
+        statsDir: dense ? null : join(dir, `${stem}.activation`),
+      });
+    }
+  }
+  const maxThreads = values.threads ? Number(values.threads) : physicalCores();
+  const threadCounts = [...new Set([1, maxThreads])];
+  const reps = Number(values.reps), pp = Number(values.pp), tg = Number(values.tg);
+
+  const runs: RunSpec[] = [{ label, path: sparsePath, mode: "sparse", thresholdOff: false }];
+  if (!values["no-dense"]) {
+    runs.push(
+      densePath
+        ? { label, path: densePath, mode: "dense", thresholdOff: false }
+        : { label, path: sparsePath, mode: "dense", thresholdOff: true },
+    );
+  }
+
+  // Bytes a generated token reads: weights it touches + one embedding row + its KV cache reads.
+  const calib = Array.from({ length: 32 }, (_, i) => 300 + ((i * 7919) % 31000));
+  const sparseBytes = tensorBytes(sparsePath);
+  const active = measureActiveFraction(sparsePath, calib);
+  const kvBytes = (b: typeof sparseBytes) => 2 * 2 * b.nLayer * b.nEmbdGqa * (pp + tg / 2);
+  const bytesPerToken = {
+    sparse: sparseBytes.always + sparseBytes.output + sparseBytes.embdRow +
+      active * sparseBytes.ffn +
+      kvBytes(sparseBytes),
+    dense: 0,
+  };
+  if (densePath) {
+    const d = tensorBytes(densePath);
+    bytesPerToken.dense = d.always + d.output + d.embdRow + d.ffn + kvBytes(d);
+  } else {
+    bytesPerToken.dense = sparseBytes.always + sparseBytes.output + sparseBytes.embdRow +
+      sparseBytes.ffn + kvBytes(sparseBytes);
+  }
+  const bandwidth = new Map(threadCounts.map((t) => [t, measureBandwidth(t)]));
+
+  const rows: BenchRow[] = [];
+  for (const threads of threadCounts) {
+    for (const run of runs) {
+      log(`bench: ${run.mode}, ${threads} thread(s) ...`);
+      const r = benchOne(run, threads, pp, tg, reps);
+      rows.push({
+        model: run.label,
+        mode: run.mode,
+        threads,
+        test: `pp${pp}`,
+        tokensPerSecond: r.pp,
+      });
+      const bytes = bytesPerToken[run.mode];
+      rows.push({
+        model: run.label,
+        mode: run.mode,
+        threads,
+        test: `tg${tg}`,
+        tokensPerSecond: r.tg,
+        bytesPerToken: bytes,
+        roofline: (bytes * r.tg.mean) / bandwidth.get(threads)!,
+      });
+    }
+  }
+  setThreads(0);
+  const rss = peakRss();
+
+  const pick = (mode: string, test: string, threads: number) =>
+    rows.find((r) => r.mode === mode && r.test.startsWith(test) && r.threads === threads)
+      ?.tokensPerSecond.mean ?? null;
+  const top = Math.max(...threadCounts);
+  if (values.json) {
+    console.log(JSON.stringify(
+      {
+        model: label,
+        threads: top,
+        sparse_tg: pick("sparse", "tg", top),
+        dense_tg: pick("dense", "tg", top),
+        sparse_pp: pick("sparse", "pp", top),
+        dense_pp: pick("dense", "pp", top),
+        active_fraction: active,
+        bandwidth_gbs: Object.fromEntries([...bandwidth].map(([t, b]) => [t, b / 1e9])),
+        peak_rss_mib: rss.hwmMiB,
+        rss_anon_mib: rss.anonMiB,
+        rows,
+      },
+      null,
+      2,
+    ));
+    return 0;
+  }
+  const weightBytes = (await Deno.stat(sparsePath)).size;
+  console.log(`\n| model | size | mode | threads | test | t/s | roofline |`);
+  console.log(`|---|---|---|---|---|---|---|`);
+  for (const r of rows) {
+    const roof = r.roofline === undefined
+      ? ""
+      : `${(r.roofline * 100).toFixed(0)}% of ${
+        (bandwidth.get(r.threads)! / 1e9).toFixed(1)
+      } GB/s (${(r.bytesPerToken! / 2 ** 20).toFixed(0)} MiB/token)`;
+    console.log(
+      `| ${r.model} | ${
+        (weightBytes / 2 ** 30).toFixed(2)
+      } GiB | ${r.mode} | ${r.threads} | ${r.test} | ${fmtStat(r.tokensPerSecond)} | ${roof} |`,
+    );
+  }
+  const ratio = (a: number | null, b: number | null) => a && b ? (a / b).toFixed(2) : "n/a";
+  console.log(
+    `\nFFN neurons computed per token (sparse): ${(active * 100).toFixed(1)}%. ` +
+      `sparse/dense tg at ${top} thread(s): ${
+        ratio(pick("sparse", "tg", top), pick("dense", "tg", top))
+      }×; ` +
+      `sparse tg ${top} vs 1 thread: ${
+        ratio(pick("sparse", "tg", top), pick("sparse", "tg", 1))
+      }×. ` +
+      `Peak RSS ${rss.hwmMiB.toFixed(0)} MiB (anonymous ${
+        rss.anonMiB.toFixed(0)
+      } MiB; weights are mapped).`,
+  );
+  return 0;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
