@@ -196,19 +196,18 @@ static inline float q6_make_scale(const float *x, int8_t *L) {
     return scale;
 }
 
-static inline void quantize_block_q6_k(const float *x, pi_block_q6_k *y) {
-    int8_t L[256];
-    float scales[16];
+/* Everything after the sub-block scales: the int8 scales, the super-scale, the final codes and
+ * the packing. `L` holds the codes make_scale chose (kept where a rounded scale is 0). */
+static inline void q6_k_finish(const float *x, const float *scales, int8_t *L, pi_block_q6_k *y) {
     float max_scale = 0.0f, max_abs = 0.0f;
     for (int ib = 0; ib < 16; ib++) {
-        scales[ib] = q6_make_scale(x + 16 * ib, L + 16 * ib);
         const float a = fabsf(scales[ib]);
         if (a > max_abs) {
             max_abs = a;
             max_scale = scales[ib];
         }
     }
-    if (max_abs == 0.0f) { /* also NaN scales: PowerInfer writes a zero block then too */
+    if (max_abs == 0.0f) { /* all sub-blocks zero (or NaN scales): a zero block */
         memset(y, 0, sizeof(*y));
         return;
     }
@@ -239,6 +238,13 @@ static inline void quantize_block_q6_k(const float *x, pi_block_q6_k *y) {
                               (Lh[l + 96] >> 4) << 6);
         }
     }
+}
+
+static inline void quantize_block_q6_k(const float *x, pi_block_q6_k *y) {
+    int8_t L[256];
+    float scales[16];
+    for (int ib = 0; ib < 16; ib++) scales[ib] = q6_make_scale(x + 16 * ib, L + 16 * ib);
+    q6_k_finish(x, scales, L, y);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -461,6 +467,86 @@ PI_TARGET_AVX2 static inline void quantize_block_q8_0_avx2(const float *x, pi_bl
     _mm256_storeu_si256((__m256i *)y->qs, b);
 }
 
+/* Q6_K's sub-block scale search with one AVX2 lane per sub-block (8 at a time): every lane runs
+ * q6_make_scale's exact operation sequence (products, the 1.5*2^23 rounding add, in-order sums,
+ * divisions), so the scales and codes are bit-identical to the scalar code. */
+PI_TARGET_AVX2 static inline void q6_scales_avx2(const float *x, float *scales, int8_t *L) {
+    const __m256i stride = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
+    const __m256 sign = _mm256_set1_ps(-0.0f), magic = _mm256_set1_ps(12582912.0f);
+    const __m256i mant = _mm256_set1_epi32(0x007fffff), bias = _mm256_set1_epi32(0x00400000);
+    const __m256i lo = _mm256_set1_epi32(-32), hi = _mm256_set1_epi32(31);
+    for (int g = 0; g < 2; g++) {
+        __m256 X[16];
+        __m256 amax = _mm256_setzero_ps(), max = _mm256_setzero_ps();
+        for (int i = 0; i < 16; i++) {
+            X[i] = _mm256_i32gather_ps(x + 128 * g + i, stride, 4);
+            const __m256 a = _mm256_andnot_ps(sign, X[i]);
+            const __m256 gt = _mm256_cmp_ps(a, amax, _CMP_GT_OQ);
+            amax = _mm256_blendv_ps(amax, a, gt);
+            max = _mm256_blendv_ps(max, X[i], gt);
+        }
+        const __m256 zero_lane = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-30f), _CMP_LT_OQ);
+        __m256i Lv[16];
+        __m256 sx, s2;
+#define Q6_PASS(iscale, store)                                                                     \
+    do {                                                                                           \
+        sx = _mm256_setzero_ps();                                                                  \
+        s2 = _mm256_setzero_ps();                                                                  \
+        for (int i = 0; i < 16; i++) {                                                             \
+            const __m256 t = _mm256_add_ps(_mm256_mul_ps(iscale, X[i]), magic);                    \
+            __m256i l = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t), mant), bias);    \
+            l = _mm256_max_epi32(lo, _mm256_min_epi32(hi, l));                                     \
+            const __m256 lf = _mm256_cvtepi32_ps(l);                                               \
+            const __m256 w = _mm256_mul_ps(X[i], X[i]);                                            \
+            sx = _mm256_add_ps(sx, _mm256_mul_ps(_mm256_mul_ps(w, X[i]), lf));                     \
+            s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_mul_ps(w, lf), lf));                       \
+            store;                                                                                 \
+        }                                                                                          \
+    } while (0)
+        __m256 iscale = _mm256_div_ps(_mm256_set1_ps(-32.0f), max);
+        Q6_PASS(iscale, Lv[i] = l);
+        __m256 scale = _mm256_div_ps(sx, s2);
+        __m256 best = _mm256_mul_ps(scale, sx);
+        for (int is = -9; is <= 9; is++) {
+            if (is == 0) continue;
+            const float tenth = 0.1f * (float)is;
+            const float num = 32.0f + tenth;
+            iscale = _mm256_div_ps(_mm256_set1_ps(-num), max);
+            __m256i Ln[16];
+            Q6_PASS(iscale, Ln[i] = l);
+            const __m256 take = _mm256_and_ps(
+                _mm256_cmp_ps(s2, _mm256_setzero_ps(), _CMP_GT_OQ),
+                _mm256_cmp_ps(_mm256_mul_ps(sx, sx), _mm256_mul_ps(best, s2), _CMP_GT_OQ));
+            if (_mm256_movemask_ps(take) == 0) continue;
+            const __m256i takei = _mm256_castps_si256(take);
+            for (int i = 0; i < 16; i++) Lv[i] = _mm256_blendv_epi8(Lv[i], Ln[i], takei);
+            const __m256 scale_n = _mm256_div_ps(sx, s2);
+            scale = _mm256_blendv_ps(scale, scale_n, take);
+            best = _mm256_blendv_ps(best, _mm256_mul_ps(scale_n, sx), take);
+        }
+#undef Q6_PASS
+        /* Lanes whose sub-block is all (near) zero: scale 0, codes 0 (not 32). */
+        scale = _mm256_andnot_ps(zero_lane, scale);
+        const __m256i keep = _mm256_castps_si256(zero_lane);
+        _mm256_storeu_ps(scales + 8 * g, scale);
+        int32_t tmp[16][8];
+        for (int i = 0; i < 16; i++) {
+            const __m256i codes = _mm256_add_epi32(Lv[i], _mm256_set1_epi32(32));
+            _mm256_storeu_si256((__m256i *)tmp[i], _mm256_andnot_si256(keep, codes));
+        }
+        for (int k = 0; k < 8; k++) {
+            for (int i = 0; i < 16; i++) L[16 * (8 * g + k) + i] = (int8_t)tmp[i][k];
+        }
+    }
+}
+
+PI_TARGET_AVX2 static inline void quantize_block_q6_k_avx2(const float *x, pi_block_q6_k *y) {
+    int8_t L[256];
+    float scales[16];
+    q6_scales_avx2(x, scales, L);
+    q6_k_finish(x, scales, L, y);
+}
+
 PI_TARGET_AVX2 static void quant_task_avx2(void *vctx, int64_t b0, int64_t b1, int thread_index) {
     const quant_ctx *c = (const quant_ctx *)vctx;
     float buf[CHUNK];
@@ -489,6 +575,10 @@ PI_TARGET_AVX2 static void quant_task_avx2(void *vctx, int64_t b0, int64_t b1, i
         } else if (c->dst_type == PI_TYPE_Q8_0) {
             for (int64_t b = 0; b < n / 32; b++) {
                 quantize_block_q8_0_avx2(buf + 32 * b, (pi_block_q8_0 *)dst + b);
+            }
+        } else if (c->dst_type == PI_TYPE_Q6_K) {
+            for (int64_t b = 0; b < n / 256; b++) {
+                quantize_block_q6_k_avx2(buf + 256 * b, (pi_block_q6_k *)dst + b);
             }
         } else {
             quantize_span(c, buf, e, n); /* the scalar code, compiled here with FMA/F16C */
