@@ -151,7 +151,7 @@ Deno.test("openTorchStateDict() over a FileSource lists tensors and loads one la
 
 // ---- hand-built checkpoints: pickle opcodes, strided views, deflate, ZIP64-free small zips ----
 
-function crcless(entries: [string, Uint8Array][], deflate = false): Uint8Array {
+function crcless(entries: [string, Uint8Array][], deflate = false, zip64 = false): Uint8Array {
   // A small zip writer (CRCs left 0: the reader does not check them).
   const enc = new TextEncoder();
   const parts: Uint8Array[] = [];
@@ -168,15 +168,25 @@ function crcless(entries: [string, Uint8Array][], deflate = false): Uint8Array {
     lv.setUint32(22, raw.length, true);
     lv.setUint16(26, nm.length, true);
     lh.set(nm, 30);
-    const ch = new Uint8Array(46 + nm.length);
+    const ch = new Uint8Array(46 + nm.length + (zip64 ? 28 : 0));
     const cv = new DataView(ch.buffer);
     cv.setUint32(0, 0x02014b50, true);
     cv.setUint16(10, deflate ? 8 : 0, true);
-    cv.setUint32(20, data.length, true);
-    cv.setUint32(24, raw.length, true);
+    cv.setUint32(20, zip64 ? 0xffffffff : data.length, true);
+    cv.setUint32(24, zip64 ? 0xffffffff : raw.length, true);
     cv.setUint16(28, nm.length, true);
-    cv.setUint32(42, off, true);
+    cv.setUint32(42, zip64 ? 0xffffffff : off, true);
     ch.set(nm, 46);
+    if (zip64) {
+      // ZIP64 extended information: uncompressed size, compressed size, header offset.
+      const x = 46 + nm.length;
+      cv.setUint16(30, 28, true);
+      cv.setUint16(x, 1, true);
+      cv.setUint16(x + 2, 24, true);
+      cv.setBigUint64(x + 4, BigInt(raw.length), true);
+      cv.setBigUint64(x + 12, BigInt(data.length), true);
+      cv.setBigUint64(x + 20, BigInt(off), true);
+    }
     parts.push(lh, data);
     central.push(ch);
     off += lh.length + data.length;
@@ -185,11 +195,26 @@ function crcless(entries: [string, Uint8Array][], deflate = false): Uint8Array {
   const eocd = new Uint8Array(22);
   const ev = new DataView(eocd.buffer);
   ev.setUint32(0, 0x06054b50, true);
-  ev.setUint16(8, entries.length, true);
-  ev.setUint16(10, entries.length, true);
-  ev.setUint32(12, cdSize, true);
-  ev.setUint32(16, off, true);
-  const all = [...parts, ...central, eocd];
+  ev.setUint16(8, zip64 ? 0xffff : entries.length, true);
+  ev.setUint16(10, zip64 ? 0xffff : entries.length, true);
+  ev.setUint32(12, zip64 ? 0xffffffff : cdSize, true);
+  ev.setUint32(16, zip64 ? 0xffffffff : off, true);
+  const tail: Uint8Array[] = [];
+  if (zip64) {
+    const rec = new Uint8Array(56 + 20);
+    const rv = new DataView(rec.buffer);
+    rv.setUint32(0, 0x06064b50, true);
+    rv.setBigUint64(4, 44n, true);
+    rv.setBigUint64(24, BigInt(entries.length), true);
+    rv.setBigUint64(32, BigInt(entries.length), true);
+    rv.setBigUint64(40, BigInt(cdSize), true);
+    rv.setBigUint64(48, BigInt(off), true);
+    rv.setUint32(56, 0x07064b50, true); // locator
+    rv.setBigUint64(64, BigInt(off + cdSize), true);
+    rv.setUint32(72, 1, true);
+    tail.push(rec);
+  }
+  const all = [...parts, ...central, ...tail, eocd];
   const out = new Uint8Array(all.reduce((a, c) => a + c.length, 0));
   let p = 0;
   for (const c of all) {
@@ -214,7 +239,7 @@ const binunicode = (s: string) => {
 };
 
 /** A transposed [2,3] float32 view of a 6-element storage: sizes (3,2), strides (1,3). */
-function transposedCheckpoint(deflate: boolean): Uint8Array {
+function transposedCheckpoint(deflate: boolean, zip64 = false): Uint8Array {
   const pkl = pk(
     [0x80, 2],
     "ccollections\nOrderedDict\n",
@@ -239,12 +264,13 @@ function transposedCheckpoint(deflate: boolean): Uint8Array {
     [0x75, 0x2e], // SETITEMS STOP
   );
   const storage = new Uint8Array(new Float32Array([0, 1, 2, 3, 4, 5]).buffer);
-  return crcless([["archive/data.pkl", pkl], ["archive/data/0", storage]], deflate);
+  return crcless([["archive/data.pkl", pkl], ["archive/data/0", storage]], deflate, zip64);
 }
 
-for (const deflate of [false, true]) {
-  Deno.test(`readTorchFile() materialises a strided view (${deflate ? "deflate" : "stored"})`, () => {
-    const root = readTorchFile(transposedCheckpoint(deflate)) as Map<string, unknown>;
+for (const [deflate, zip64] of [[false, false], [true, false], [false, true]]) {
+  const kind = `${deflate ? "deflate" : "stored"}${zip64 ? ", ZIP64" : ""}`;
+  Deno.test(`readTorchFile() materialises a strided view (${kind})`, () => {
+    const root = readTorchFile(transposedCheckpoint(deflate, zip64)) as Map<string, unknown>;
     ok(root instanceof Map);
     const w = root.get("w") as TorchTensor;
     deepStrictEqual(w.shape, [3, 2]);
