@@ -1,6 +1,6 @@
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { profileActivations } from "../src/gpu_index/profile.ts";
-import { readActivationDir } from "../src/gpu_index/stats.ts";
+import { readActivationDir, readActivationPt } from "../src/gpu_index/stats.ts";
 import { sharedFixture } from "./_helpers.ts";
 
 const FORTUNE_Q4 = sharedFixture("fortune-relu/fortune-relu.q4.powerinfer.gguf");
@@ -72,6 +72,7 @@ Deno.test("deno task profile writes statistics that deno task gpu-index then use
       sharedFixture("fortune-relu/val_fortunes.json"),
       "--max-tokens",
       "256",
+      "--pt",
       "--json",
     ]);
     strictEqual(p.code, 0, dec.decode(p.stderr));
@@ -80,6 +81,11 @@ Deno.test("deno task profile writes statistics that deno task gpu-index then use
     strictEqual(prof.tokens, 256);
     const stats = await readActivationDir(`${dir}/activation`, { nLayer: 4, nFf: 1024 });
     strictEqual(stats.tokens, 256);
+    // The .pt copies hold the same counts (PowerInfer's solver can read them).
+    for (let i = 0; i < 4; i++) {
+      const pt = readActivationPt(await Deno.readFile(`${dir}/activation/activation_${i}.pt`));
+      deepStrictEqual(pt, stats.counts[i]);
+    }
     const g = await cli("gpu_index", ["-m", model, "--neurons", "1024", "--json"]);
     strictEqual(g.code, 0, dec.decode(g.stderr));
     const plan = JSON.parse(dec.decode(g.stdout));

@@ -7,6 +7,7 @@ import {
   readActivationPt,
 } from "../src/gpu_index/stats.ts";
 import { solveGpuIndex } from "../src/gpu_index/solve.ts";
+import { torchSave1d } from "../src/gpu_index/torch_save.ts";
 import { CheckpointFormatError, GpuIndexError } from "../src/errors.ts";
 import { seededRandom, sharedFixture } from "./_helpers.ts";
 
@@ -157,4 +158,24 @@ Deno.test("solveGpuIndex() reproduces PowerInfer's counts on the fortune-relu st
   // The README's run: capacity 2048 over 4 layers.
   const sol = solveGpuIndex({ counts, capacityNeurons: 2048 });
   strictEqual(sum(sol.neuronsPerLayer), 2048);
+});
+
+Deno.test("torchSave1d() writes .pt files the reader reads back, layer numbers intact", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const counts = Array.from({ length: 12 }, (_, i) => [i, 0, 1000 * i, 2 ** 40 + i]);
+    for (const [i, c] of counts.entries()) {
+      await Deno.writeFile(`${dir}/activation_${i}.pt`, torchSave1d(c, `activation_${i}`));
+    }
+    const stats = await readActivationDir(dir, { nLayer: 12, nFf: 4 });
+    stats.counts.forEach((c, i) => deepStrictEqual([...c], counts[i]));
+    // Fractional values are stored as float64; the layout matches the fixture's (data at 64·k).
+    const bytes = torchSave1d([0.5, 2.25], "activation_0");
+    deepStrictEqual([...readActivationPt(bytes)], [0.5, 2.25]);
+    const fixture = await Deno.readFile(sharedFixture("fortune-relu/activation/activation_0.pt"));
+    const same = torchSave1d(readActivationPt(fixture), "activation_0");
+    deepStrictEqual(readActivationPt(same), readActivationPt(fixture));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

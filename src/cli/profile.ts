@@ -11,6 +11,7 @@ import { dirname, join } from "node:path";
 import { PowerInferError } from "../errors.ts";
 import { profileActivations } from "../gpu_index/profile.ts";
 import { ACTIVATION_JSON, formatActivationJson } from "../gpu_index/stats.ts";
+import { torchSave1d } from "../gpu_index/torch_save.ts";
 
 const USAGE = `usage: deno task profile -m MODEL -f TEXT [options]
 
@@ -30,6 +31,8 @@ options:
                         the model's training context, at most 512)
   -t, --threads N       CPU threads
       --max-tokens N    stop after N tokens
+      --pt              also write activation_<L>.pt files (torch.save format) for
+                        PowerInfer's Python solver
       --json            print the result (fractions, tokens, path) as JSON
 `;
 
@@ -48,6 +51,7 @@ export async function main(args: string[]): Promise<number> {
         "ctx-size": { type: "string", short: "c" },
         threads: { type: "string", short: "t" },
         "max-tokens": { type: "string" },
+        pt: { type: "boolean" },
         json: { type: "boolean" },
       },
       strict: true,
@@ -108,6 +112,11 @@ export async function main(args: string[]): Promise<number> {
         threshold: result.mode === "gate" ? undefined : result.threshold,
       }),
     );
+    if (values.pt) {
+      for (const [i, c] of result.counts.entries()) {
+        await Deno.writeFile(join(dir, `activation_${i}.pt`), torchSave1d(c, `activation_${i}`));
+      }
+    }
     const seconds = (performance.now() - t0) / 1000;
     if (values.json) {
       console.log(JSON.stringify({
