@@ -382,6 +382,7 @@ export async function quantizeModel(
         elapsedMs: performance.now() - t0,
       });
 
+    let scratch = new Uint8Array(0);
     const produce = (index: number): Uint8Array => {
       options.signal?.throwIfAborted();
       const entry = plan[index]!;
@@ -394,7 +395,11 @@ export async function quantizeModel(
       if (!ops) {
         return quantize(entry.dstType, dequantize(entry.srcType, src), { fused });
       }
-      const out = new Uint8Array(ops.rowByteLength(entry.dstType, nCols) * nRows);
+      // One output buffer reused for every tensor: the writer has written a tensor before it
+      // asks for the next one, and fresh multi-MB allocations cost a page fault per 4 KiB.
+      const byteLength = ops.rowByteLength(entry.dstType, nCols) * nRows;
+      if (scratch.byteLength < byteLength) scratch = new Uint8Array(byteLength);
+      const out = scratch.subarray(0, byteLength);
       if (entry.action === "quantize") {
         ops.quantizeRows(out, entry.dstType, src, entry.srcType, nRows, nCols, { fused });
       } else {
