@@ -401,6 +401,74 @@ export function attention(
   cellPositions: Int32Array,
   scale: number,
 ): void {
+  attentionCall(
+    false,
+    out,
+    q,
+    kCache,
+    vCache,
+    nCtx,
+    nKv,
+    nTokens,
+    nHead,
+    nHeadKv,
+    headDim,
+    queryPositions,
+    cellPositions,
+    scale,
+  );
+}
+
+/** {@linkcode attention} with the scalar reference kernel (dot products in index order). */
+export function attentionRef(
+  out: Float32Array,
+  q: Float32Array,
+  kCache: Uint16Array | Float32Array,
+  vCache: Uint16Array | Float32Array,
+  nCtx: number,
+  nKv: number,
+  nTokens: number,
+  nHead: number,
+  nHeadKv: number,
+  headDim: number,
+  queryPositions: Int32Array,
+  cellPositions: Int32Array,
+  scale: number,
+): void {
+  attentionCall(
+    true,
+    out,
+    q,
+    kCache,
+    vCache,
+    nCtx,
+    nKv,
+    nTokens,
+    nHead,
+    nHeadKv,
+    headDim,
+    queryPositions,
+    cellPositions,
+    scale,
+  );
+}
+
+function attentionCall(
+  ref: boolean,
+  out: Float32Array,
+  q: Float32Array,
+  kCache: Uint16Array | Float32Array,
+  vCache: Uint16Array | Float32Array,
+  nCtx: number,
+  nKv: number,
+  nTokens: number,
+  nHead: number,
+  nHeadKv: number,
+  headDim: number,
+  queryPositions: Int32Array,
+  cellPositions: Int32Array,
+  scale: number,
+): void {
   const f16 = kCache instanceof Uint16Array;
   const nQ = nTokens * nHead * headDim;
   if (
@@ -412,9 +480,11 @@ export function attention(
       `attention lengths: out ${out.length}, q ${q.length}, cache ${kCache.length}`,
     );
   }
+  const native = openNative();
+  const fn = ref ? native.pi_attention_f32_ref : native.pi_attention_f32;
   check(
-    "pi_attention_f32",
-    openNative().pi_attention_f32(
+    ref ? "pi_attention_f32_ref" : "pi_attention_f32",
+    fn(
       out,
       q,
       kCache,

@@ -186,6 +186,25 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
+  pi_attention_f32_ref: {
+    parameters: [
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "i32",
+      "i64",
+      "i64",
+      "i64",
+      "i64",
+      "i64",
+      "i64",
+      "buffer",
+      "buffer",
+      "f32",
+    ],
+    result: "i32", // same as pi_attention_f32, scalar dot products in index order
+  },
   pi_activation_f32: {
     parameters: [
       "buffer", // float *out             [n]

@@ -1,7 +1,7 @@
 // The engine's kernels (rope.c, attention.c, activation.c) against TS transcriptions of
 // shared/spec/model.md §3-§5 on seeded random inputs, including masks, GQA and fp16 caches.
 import { ok, throws } from "node:assert/strict";
-import { activation, attention, kvStore, rope } from "../ffi/ops.ts";
+import { activation, attention, attentionRef, kvStore, rope } from "../ffi/ops.ts";
 import { KernelError } from "../src/errors.ts";
 import { assertClose, seededRandom } from "./_helpers.ts";
 
@@ -65,7 +65,7 @@ Deno.test("rope() leaves position 0 unchanged and rejects an odd dim count", () 
 });
 
 /** model.md §4 for a single sequence, with an fp16 or f32 cache. */
-function attentionRef(
+function attentionSpec(
   q: Float32Array,
   k: Float32Array,
   v: Float32Array,
@@ -167,7 +167,7 @@ for (const kv of ["f16", "f32"] as const) {
       cellPos.subarray(0, nKv),
       f32(1 / f32(Math.sqrt(hd))),
     );
-    const expected = attentionRef(
+    const expected = attentionSpec(
       q,
       k,
       v,
@@ -181,6 +181,10 @@ for (const kv of ["f16", "f32"] as const) {
       kv === "f16",
     );
     assertClose(out, expected, 1e-5, `attention ${kv}`);
+    const ref = new Float32Array(out.length);
+    const args = [nCtx, nKv, nTokens, nHead, nHeadKv, hd, qPos, cellPos.subarray(0, nKv)] as const;
+    attentionRef(ref, q, kCache, vCache, ...args, f32(1 / f32(Math.sqrt(hd))));
+    assertClose(ref, expected, 1e-5, `attention ${kv} scalar reference`);
   });
 }
 

@@ -5,8 +5,9 @@
 // [n_embd_gqa, n_ctx] (row = one dim of one kv head across cells). Cells hold f16 (default) or f32.
 // Numerics follow ggml: with an f16 cache, q is rounded to fp16 for K·q and the probabilities are
 // rounded to fp16 for the V sum; softmax uses the fp16 exp table (difference and result rounded
-// to fp16), sums the weights in f64 and scales by f32(1/sum). Dot products accumulate in f32 in
-// index order. Each (token, head) output belongs to one task: results never depend on threads.
+// to fp16), sums the weights in f64 and scales by f32(1/sum). Dot products accumulate in f32:
+// in index order in the scalar reference (pi_attention_f32_ref), in 8 AVX2 lanes otherwise.
+// Each (token, head) output belongs to one task: results never depend on the thread count.
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -59,6 +60,69 @@ PI_API int pi_kv_store(void *k_cache, void *v_cache, int32_t kv_type, int64_t n_
     return PI_OK;
 }
 
+// Dot products of the attention: K row · q over head_dim, and V row · p over the cells.
+// With an f16 cache ggml's vec_dot_f16 is emulated: f32 products summed in f64 (PowerInfer's
+// AVX-512 build sums every row shorter than 64 that way, in index order), rounded to f32 once;
+// the AVX2 variant sums the same products in f64 lanes, which only changes the last bits of
+// the f64 sum. With an f32 cache, f32 accumulation (index order, or 8 AVX2 lanes).
+static float dot_f16_ref(const uint16_t *a, const float *b, int64_t n) {
+    double acc = 0.0;
+    for (int64_t i = 0; i < n; i++) acc += (double) (pi_fp16_to_fp32(a[i]) * b[i]);
+    return (float) acc;
+}
+
+static float dot_f32_ref(const float *a, const float *b, int64_t n) {
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+#if PI_X86
+PI_TARGET_AVX2 static inline float hsum8(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+    return _mm_cvtss_f32(lo);
+}
+
+PI_TARGET_AVX2 static float dot_f16_avx2(const uint16_t *a, const float *b, int64_t n) {
+    __m256d acc0 = _mm256_setzero_pd(), acc1 = _mm256_setzero_pd();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (a + i)));
+        const __m256 p = _mm256_mul_ps(x, _mm256_loadu_ps(b + i)); // f32 products
+        acc0 = _mm256_add_pd(acc0, _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+        acc1 = _mm256_add_pd(acc1, _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
+    }
+    __m256d acc = _mm256_add_pd(acc0, acc1);
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(acc), _mm256_extractf128_pd(acc, 1));
+    double r = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    for (; i < n; i++) r += (double) (pi_fp16_to_fp32(a[i]) * b[i]);
+    return (float) r;
+}
+
+PI_TARGET_AVX2 static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    }
+    float r = hsum8(acc);
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+#endif
+
+static float att_dot(const void *a, int f16, const float *b, int64_t n, int avx2) {
+#if PI_X86
+    if (avx2) return f16 ? dot_f16_avx2((const uint16_t *) a, b, n) : dot_f32_avx2((const float *) a, b, n);
+#else
+    (void) avx2;
+#endif
+    return f16 ? dot_f16_ref((const uint16_t *) a, b, n) : dot_f32_ref((const float *) a, b, n);
+}
+
 typedef struct {
     float *out;
     const float *q;
@@ -67,6 +131,7 @@ typedef struct {
     int64_t n_ctx, n_kv, n_head, n_head_kv, head_dim;
     const int32_t *q_pos, *cell_pos;
     float scale;
+    int avx2;
     int failed;
 } att_ctx;
 
@@ -86,14 +151,9 @@ static void attend_one(const att_ctx *c, int64_t t, int64_t h, float *score, flo
             score[s] = -INFINITY;
             continue;
         }
-        float dot = 0.0f;
-        if (f16) {
-            const uint16_t *kr = (const uint16_t *) c->k_cache + s * n_embd_gqa + kvh * hd;
-            for (int64_t d = 0; d < hd; d++) dot += pi_fp16_to_fp32(kr[d]) * qr[d];
-        } else {
-            const float *kr = (const float *) c->k_cache + s * n_embd_gqa + kvh * hd;
-            for (int64_t d = 0; d < hd; d++) dot += kr[d] * qr[d];
-        }
+        const size_t esz = f16 ? 2 : 4;
+        const char *kr = (const char *) c->k_cache + (size_t) (s * n_embd_gqa + kvh * hd) * esz;
+        const float dot = att_dot(kr, f16, qr, hd, c->avx2);
         score[s] = dot * c->scale;
         if (score[s] > mx) mx = score[s];
     }
@@ -114,21 +174,11 @@ static void attend_one(const att_ctx *c, int64_t t, int64_t h, float *score, flo
         score[s] = f16 ? att_round_f16(p) : p;
     }
 
+    // masked cells have p = 0 and contribute 0 (cache cells hold finite values)
     for (int64_t d = 0; d < hd; d++) {
-        float acc = 0.0f;
-        const int64_t row = (kvh * hd + d) * c->n_ctx;
-        if (f16) {
-            const uint16_t *vr = (const uint16_t *) c->v_cache + row;
-            for (int64_t s = 0; s < c->n_kv; s++) {
-                if (score[s] != 0.0f) acc += pi_fp16_to_fp32(vr[s]) * score[s];
-            }
-        } else {
-            const float *vr = (const float *) c->v_cache + row;
-            for (int64_t s = 0; s < c->n_kv; s++) {
-                if (score[s] != 0.0f) acc += vr[s] * score[s];
-            }
-        }
-        o[d] = acc;
+        const size_t esz = f16 ? 2 : 4;
+        const char *vr = (const char *) c->v_cache + (size_t) ((kvh * hd + d) * c->n_ctx) * esz;
+        o[d] = att_dot(vr, f16, score, c->n_kv, c->avx2);
     }
 }
 
@@ -146,31 +196,49 @@ static void attention_task(void *ctx, int64_t i0, int64_t i1, int thread_index) 
     free(score);
 }
 
-PI_API int pi_attention_f32(float *out, const float *q, const void *k_cache, const void *v_cache,
-                            int32_t kv_type, int64_t n_ctx, int64_t n_kv, int64_t n_tokens,
-                            int64_t n_head, int64_t n_head_kv, int64_t head_dim,
-                            const int32_t *q_pos, const int32_t *cell_pos, float scale) {
+static int attention_run(const char *name, float *out, const float *q, const void *k_cache,
+                         const void *v_cache, int32_t kv_type, int64_t n_ctx, int64_t n_kv,
+                         int64_t n_tokens, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                         const int32_t *q_pos, const int32_t *cell_pos, float scale, int avx2) {
     if (!out || !q || !k_cache || !v_cache || !q_pos || !cell_pos) {
-        pi_set_error("pi_attention_f32: null pointer");
+        pi_set_error("%s: null pointer", name);
         return PI_ERR_ARG;
     }
     if (kv_type != PI_KV_F32 && kv_type != PI_KV_F16) {
-        pi_set_error("pi_attention_f32: unknown cache type %d: expected 0 (f32) or 1 (f16)",
-                     (int) kv_type);
+        pi_set_error("%s: unknown cache type %d: expected 0 (f32) or 1 (f16)", name, (int) kv_type);
         return PI_ERR_TYPE;
     }
     if (n_ctx <= 0 || n_kv <= 0 || n_kv > n_ctx || n_tokens < 0 || n_head <= 0 ||
         n_head_kv <= 0 || n_head % n_head_kv != 0 || head_dim <= 0) {
-        pi_set_error("pi_attention_f32: bad shape n_ctx %lld n_kv %lld n_head %lld n_head_kv %lld",
+        pi_set_error("%s: bad shape n_ctx %lld n_kv %lld n_head %lld n_head_kv %lld", name,
                      (long long) n_ctx, (long long) n_kv, (long long) n_head, (long long) n_head_kv);
         return PI_ERR_SHAPE;
     }
     att_ctx c = {out, q, k_cache, v_cache, kv_type, n_ctx, n_kv, n_head, n_head_kv, head_dim,
-                 q_pos, cell_pos, scale, 0};
+                 q_pos, cell_pos, scale, avx2, 0};
     pi_parallel_for(n_tokens * n_head, 1, attention_task, &c);
     if (c.failed) {
-        pi_set_error("pi_attention_f32: out of memory for %lld scores", (long long) n_kv);
+        pi_set_error("%s: out of memory for %lld scores", name, (long long) n_kv);
         return PI_ERR_NOMEM;
     }
     return PI_OK;
+}
+
+PI_API int pi_attention_f32(float *out, const float *q, const void *k_cache, const void *v_cache,
+                            int32_t kv_type, int64_t n_ctx, int64_t n_kv, int64_t n_tokens,
+                            int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                            const int32_t *q_pos, const int32_t *cell_pos, float scale) {
+    return attention_run("pi_attention_f32", out, q, k_cache, v_cache, kv_type, n_ctx, n_kv,
+                         n_tokens, n_head, n_head_kv, head_dim, q_pos, cell_pos, scale,
+                         PI_X86 && pi_has_avx2());
+}
+
+// The scalar reference: same arguments, dot products in index order.
+PI_API int pi_attention_f32_ref(float *out, const float *q, const void *k_cache,
+                                const void *v_cache, int32_t kv_type, int64_t n_ctx, int64_t n_kv,
+                                int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
+                                int64_t head_dim, const int32_t *q_pos, const int32_t *cell_pos,
+                                float scale) {
+    return attention_run("pi_attention_f32_ref", out, q, k_cache, v_cache, kv_type, n_ctx, n_kv,
+                         n_tokens, n_head, n_head_kv, head_dim, q_pos, cell_pos, scale, 0);
 }

@@ -143,6 +143,11 @@ PI_API int pi_attention_f32(float *out, const float *q, const void *k_cache, con
                             int32_t kv_type, int64_t n_ctx, int64_t n_kv, int64_t n_tokens,
                             int64_t n_head, int64_t n_head_kv, int64_t head_dim,
                             const int32_t *q_pos, const int32_t *cell_pos, float scale);
+PI_API int pi_attention_f32_ref(float *out, const float *q, const void *k_cache,
+                                const void *v_cache, int32_t kv_type, int64_t n_ctx, int64_t n_kv,
+                                int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
+                                int64_t head_dim, const int32_t *q_pos, const int32_t *cell_pos,
+                                float scale);
 /* kind 0 SiLU(gate)*up (fp16 table), 1 ReLU(gate)*up, 2 ReLU(gate)*ReLU(up), 3 ReLU(gate). */
 PI_API int pi_activation_f32(float *out, const float *gate, const float *up, int64_t n,
                              int32_t kind);
