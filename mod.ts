@@ -134,8 +134,11 @@ export { denseItems, modelBudget, neuronByteCost } from "./src/gpu_index/budget.
 export { formatPlan, type GpuIndexPlan, planGpuIndex, planToJson } from "./src/gpu_index/plan.ts";
 export {
   type GpuIndexDecision,
+  gpuIndexForLoad,
+  type GpuIndexLoadOptions,
   type GpuIndexPolicyOptions,
   resolveGpuIndex,
 } from "./src/gpu_index/policy.ts";
+export { torchSave1d } from "./src/gpu_index/torch_save.ts";
 export { profileActivations, type ProfileOptions } from "./src/gpu_index/profile.ts";
 export { TsHotFfn } from "./src/gpu_index/ts_hot_ffn.ts";

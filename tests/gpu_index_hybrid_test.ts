@@ -7,7 +7,7 @@ import type { SparseArgs, WeightTensor } from "../src/backend/backend.ts";
 import { loadModel } from "../src/model/model.ts";
 import { openGguf } from "../src/gguf/open.ts";
 import { budgetShapeOf, denseItems, GIB, neuronByteCost } from "../src/gpu_index/budget.ts";
-import { resolveGpuIndex } from "../src/gpu_index/policy.ts";
+import { gpuIndexForLoad, resolveGpuIndex } from "../src/gpu_index/policy.ts";
 import { gpuIndexLayer } from "../src/gpu_index/gpuidx.ts";
 import { solveGpuIndex } from "../src/gpu_index/solve.ts";
 import { readActivationDirSync } from "../src/gpu_index/stats.ts";
@@ -204,6 +204,29 @@ Deno.test("resolveGpuIndex() fails loudly when statistics are missing or the bud
       error = e;
     }
     ok(error instanceof GpuIndexError && /more than the budget/.test(error.message), String(error));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("gpuIndexForLoad() ignores the budget without a hot side and resolves with one", async () => {
+  const { dir, path } = await modelDir(
+    "fortune-relu/fortune-relu.q4.powerinfer.gguf",
+    "fortune-relu/activation",
+  );
+  try {
+    using file = openGguf(path);
+    const lines: string[] = [];
+    const vramBudget = budgetFor(path, 512);
+    strictEqual(gpuIndexForLoad(path, file, { vramBudget, ...RUN }, (l) => lines.push(l)), null);
+    ok(/ignored/.test(lines[0]!), lines[0]);
+    ok(![...Deno.readDirSync(dir)].some((e) => e.name.endsWith(".gpuidx")));
+    const hot = { addHot() {} };
+    const masks = gpuIndexForLoad(path, file, { vramBudget, hot, ...RUN });
+    strictEqual(masks!.reduce((a, m) => a + m!.reduce((x, y) => x + y, 0), 0), 512);
+    const given = [null, null, null, null];
+    strictEqual(gpuIndexForLoad(path, file, { vramBudget, hot, gpuIdx: given }), given);
+    strictEqual(gpuIndexForLoad(path, file, { vramBudget, hot, disableGpuIndex: true }), null);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -163,3 +163,45 @@ function misfitOf(index: GpuIndex, nLayer: number, nFf: number, ffnBytes: number
 function hotCount(index: GpuIndex): number {
   return index.layers.reduce((a, l) => a + l.gpuBucket.length, 0);
 }
+
+/** The engine's load options this helper reads. */
+export interface GpuIndexLoadOptions extends GpuIndexPolicyOptions {
+  /** Masks given explicitly (they win). */
+  readonly gpuIdx?: readonly (Uint8Array | null)[];
+  /** The hot side (GPU backend); without one every neuron stays on the CPU. */
+  readonly hot?: unknown;
+}
+
+/**
+ * The engine's hook: the per-layer hot masks a model load should use. Explicit `gpuIdx` wins;
+ * without a hot side (a CPU-only run) the GPU-index options are ignored — with one warning line
+ * when a budget was given, as PowerInfer's CPU build does — and no index or statistics file is
+ * touched; otherwise {@link resolveGpuIndex} decides.
+ *
+ * @param modelPath The model file's path.
+ * @param file The opened model.
+ * @param options The load options (budget, flags, context, batch, KV type, gpuIdx, hot).
+ * @returns Per-layer masks, or null for all-cold.
+ * @throws {GpuIndexError} As {@link resolveGpuIndex}.
+ *
+ * @example In `loadModel`
+ * ```ts ignore
+ * const gpuIdx = options.gpuIdx ??
+ *   gpuIndexForLoad(path, file, { ...options, nCtx, nBatch }, (l) => console.error(l));
+ * ```
+ */
+export function gpuIndexForLoad(
+  modelPath: string,
+  file: GgufFile,
+  options: GpuIndexLoadOptions,
+  log?: (line: string) => void,
+): readonly (Uint8Array | null)[] | null {
+  if (options.gpuIdx) return options.gpuIdx;
+  if (!options.hot) {
+    if (options.vramBudget !== undefined && !options.disableGpuIndex) {
+      log?.("warning: --vram-budget is ignored: no GPU backend, every FFN neuron runs on the CPU");
+    }
+    return null;
+  }
+  return resolveGpuIndex(modelPath, file, { ...options, log: options.log ?? log }).gpuIdx;
+}
