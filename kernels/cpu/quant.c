@@ -486,6 +486,11 @@ PI_TARGET_AVX2 static inline void q6_scales_avx2(const float *x, float *scales, 
             max = _mm256_blendv_ps(max, X[i], gt);
         }
         const __m256 zero_lane = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-30f), _CMP_LT_OQ);
+        __m256 W[16], WX[16]; /* w = x*x and w*x do not change between trial scales */
+        for (int i = 0; i < 16; i++) {
+            W[i] = _mm256_mul_ps(X[i], X[i]);
+            WX[i] = _mm256_mul_ps(W[i], X[i]);
+        }
         __m256i Lv[16];
         __m256 sx, s2;
 #define Q6_PASS(iscale, store)                                                                     \
@@ -497,9 +502,8 @@ PI_TARGET_AVX2 static inline void q6_scales_avx2(const float *x, float *scales, 
             __m256i l = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t), mant), bias);    \
             l = _mm256_max_epi32(lo, _mm256_min_epi32(hi, l));                                     \
             const __m256 lf = _mm256_cvtepi32_ps(l);                                               \
-            const __m256 w = _mm256_mul_ps(X[i], X[i]);                                            \
-            sx = _mm256_add_ps(sx, _mm256_mul_ps(_mm256_mul_ps(w, X[i]), lf));                     \
-            s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_mul_ps(w, lf), lf));                       \
+            sx = _mm256_add_ps(sx, _mm256_mul_ps(WX[i], lf));                                      \
+            s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));                    \
             store;                                                                                 \
         }                                                                                          \
     } while (0)
