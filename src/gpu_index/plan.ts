@@ -144,7 +144,7 @@ export function formatPlan(plan: GpuIndexPlan): string {
     lines.push(`left for FFN neurons: ${formatBytes(b.ffnBytes)}`);
   }
   lines.push(
-    `one hot neuron: ${plan.neuronBytes} B (up, gate, down_t rows + bucket entry); capacity ${plan.capacityNeurons} neurons`,
+    `one hot neuron: ${plan.neuronBytes} B (its ffn_up, ffn_gate, ffn_down_t rows + bucket entry); capacity ${plan.capacityNeurons} neurons`,
   );
   const s = plan.solution;
   lines.push(`batch ${s.batch}, threshold ${s.threshold}`);
