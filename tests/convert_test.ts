@@ -32,6 +32,7 @@ import {
 } from "../src/convert/convert.ts";
 import { f16BitsFromF32Bits } from "../src/convert/dtype.ts";
 import { SafetensorsFile } from "../src/convert/safetensors.ts";
+import { llamaVocabKvs } from "../src/convert/vocab.ts";
 import { parseSentencePieceModel } from "../src/convert/sentencepiece.ts";
 import { parseHfTokenizerJson } from "../src/convert/hf_tokenizer.ts";
 import { fp16FromF32 } from "../src/quant/f16.ts";
@@ -540,6 +541,25 @@ Deno.test("convertModel() leaves no output or temp file when a tensor fails to l
       [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.includes("out")),
       [],
     );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("llamaVocabKvs() appends added_tokens.json pieces past the base vocab as convert.py", async () => {
+  const added = JSON.stringify({ "<s>": 1, "<tool>": 1024, "<end_tool>": 1025 });
+  const dir = await tempModelDir(`${FORTUNE}/hf`, ["tokenizer.model", "config.json"], {
+    "added_tokens.json": added,
+  });
+  try {
+    const kvs = llamaVocabKvs(dir, 1026);
+    const get = (k: string) => kvs.find((kv) => kv.key === k)!.value as unknown[];
+    deepStrictEqual(get("tokenizer.ggml.tokens").slice(1023), ["Z", "<tool>", "<end_tool>"]);
+    deepStrictEqual(get("tokenizer.ggml.scores").slice(1024), [-1000, -1000]);
+    deepStrictEqual(get("tokenizer.ggml.token_type").slice(1024), [4, 4]);
+    // config.json matching the base vocab: added tokens are ignored.
+    equal((llamaVocabKvs(dir, 1024)[1]!.value as unknown[]).length, 1024);
+    throws(() => llamaVocabKvs(dir, 1030), rejectsWith(/Vocab size mismatch.*1030.*1026/));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

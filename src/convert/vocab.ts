@@ -7,7 +7,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { ConvertError, TokenizerError } from "../errors.ts";
 import { type GgufKv, GgufValueType } from "../gguf/types.ts";
 import { parseHfTokenizerJson } from "./hf_tokenizer.ts";
@@ -46,12 +46,22 @@ function readFileOrUndefined(path: string): Uint8Array | undefined {
   }
 }
 
-/** Vocabulary KVs of a LLaMA-family model (tokenizer.ggml.model "llama"). */
+/**
+ * Vocabulary KVs of a LLaMA-family model (tokenizer.ggml.model "llama"), as convert.py writes
+ * them: `tokenizer.model` from the model directory (or its parent), plus `added_tokens.json`
+ * entries whose ids follow the base vocab (score -1000, USER_DEFINED), dropped when config.json's
+ * vocab_size equals the base size.
+ */
 export function llamaVocabKvs(dir: string, nVocab: number): GgufKv[] {
-  const bytes = readFileOrUndefined(join(dir, "tokenizer.model"));
+  let tokDir = dir;
+  let bytes = readFileOrUndefined(join(dir, "tokenizer.model"));
+  if (!bytes) {
+    tokDir = dirname(resolve(dir));
+    bytes = readFileOrUndefined(join(tokDir, "tokenizer.model"));
+  }
   if (!bytes) {
     throw new ConvertError(
-      `No tokenizer.model in ${dir}: LLaMA-family conversion needs the SentencePiece model`,
+      `No tokenizer.model in ${dir} or its parent: LLaMA-family conversion needs the SentencePiece model`,
     );
   }
   const spm = parseSentencePieceModel(bytes);
@@ -62,23 +72,26 @@ export function llamaVocabKvs(dir: string, nVocab: number): GgufKv[] {
     tokens.push(p.piece);
     scores.push(p.score);
     // sentencepiece's is_unknown/is_control/is_unused/is_byte; user-defined pieces stay NORMAL.
-    types.push(
-      p.type === SpmPieceType.USER_DEFINED ? TOKEN_TYPE.NORMAL : p.type,
-    );
+    types.push(p.type === SpmPieceType.USER_DEFINED ? TOKEN_TYPE.NORMAL : p.type);
   }
-  const added = readJson(join(dir, "added_tokens.json"));
-  if (added) {
-    const items = Object.entries(added).sort((a, b) => Number(a[1]) - Number(b[1]));
-    for (const [piece, id] of items) {
-      if (id !== tokens.length) {
+  const nBase = tokens.length;
+  const added = readJson(join(tokDir, "added_tokens.json"));
+  if (added && nVocab !== nBase) {
+    const fresh = Object.entries(added)
+      .filter(([, id]) => typeof id === "number" && id >= nBase)
+      .sort((a, b) => Number(a[1]) - Number(b[1]));
+    fresh.forEach(([piece, id], i) => {
+      if (id !== nBase + i) {
         throw new TokenizerError(
-          `added_tokens.json gives "${piece}" id ${id}: expected ${tokens.length} (ids must follow the base vocab)`,
+          `added_tokens.json ids must follow the ${nBase}-piece vocab without gaps: "${piece}" has ${id}, expected ${
+            nBase + i
+          }`,
         );
       }
       tokens.push(piece);
       scores.push(-1000);
       types.push(TOKEN_TYPE.USER_DEFINED);
-    }
+    });
   }
   if (tokens.length !== nVocab) {
     throw new ConvertError(
