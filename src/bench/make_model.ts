@@ -6,12 +6,14 @@
  * - every token embedding is `n + β·u` with u a fixed unit direction, n ⟂ u with unit-variance
  *   components and β = 1.5·√n_embd; o_proj and down_proj write only into the space ⟂ u, so
  *   `u·x = β` in every layer's residual;
- * - `W_gate = B·A`: A has r−1 orthonormal rows ⟂ u plus the row u; neuron i's coefficient on u
- *   is `−σ_i·Φ⁻¹(1−p_i)/β` with σ_i = |B_i| (the std of the random part), so neuron i fires
- *   (gate > 0) on about a fraction p_i of tokens, p_i ~ Beta(0.5, b) with mean 1 − sparsity
- *   (a few neurons often, most rarely);
- * - `fc1 = [A; −A]`, `fc2 = [B, −B]`: `fc2·ReLU(fc1·z) = B·A·z = W_gate·z` (norm weights are 1),
- *   so the predictor's sign is the gate's sign: recall 1 up to rounding.
+ * - `W_gate = B·A + o·(u/β)ᵀ`: A has r orthonormal rows ⟂ u (the random part, std σ_i = |B_i|
+ *   per neuron); neuron i's offset `o_i = −σ_i·Φ⁻¹(1−p_i)` on the direction u/β (which reads 1
+ *   from every residual) makes it fire (gate > 0) on about a fraction p_i of tokens,
+ *   p_i ~ Beta(0.5, b) with mean 1 − sparsity (a few neurons often, most rarely);
+ * - `fc1 = [A; −A; u/β; −u/β; 0…]`, `fc2 = [B, −B, o, −o, 0…]`: `fc2·ReLU(fc1·z) = W_gate·z`
+ *   (norm weights are 1), so the predictor's sign is the gate's sign: recall 1 up to rounding.
+ *   The offset sits in its own 32-wide block of fc2 so that Q4_0 keeps it exactly (in a block
+ *   with the random coefficients it would round to 0 and bias the predictor).
  * Every tensor has its own seeded generator, so files are reproducible; data is streamed tensor
  * by tensor through `writeGguf`. Q4_0 goes through the quantize tool (`quantizeModel`).
  *
@@ -34,7 +36,7 @@ export interface ModelShape {
   readonly nHeadKv: number;
   readonly nFf: number;
   readonly nCtx: number;
-  /** Rank of W_gate (predictor hidden size = 2·rank; a multiple of 16 so Q4_0 fits). */
+  /** Random rank of W_gate (predictor hidden = 2·rank + 32; a multiple of 16 so Q4_0 fits). */
   readonly rank: number;
 }
 
@@ -248,10 +250,12 @@ function projectColsOffU(m: Float32Array, nCols: number, u: Float32Array): void 
 // ---- the generator ----
 
 interface LayerPlan {
-  /** `[rank, nEmbd]`: rank−1 orthonormal rows ⟂ u, then u. */
+  /** `[rank, nEmbd]`: orthonormal rows ⟂ u. */
   a: Float32Array;
   /** `[nFf, rank]`. */
   b: Float32Array;
+  /** Per-neuron offset on u/β `[nFf]`. */
+  o: Float32Array;
   /** Planted firing probability per neuron. */
   p: Float64Array;
 }
@@ -274,9 +278,9 @@ class Generator {
     if (cached) return cached;
     const { nEmbd: d, nFf, rank: r } = this.shape;
     const rnd = rngFor(this.seed, `plan.${l}`);
-    // A: Gram-Schmidt of r−1 random directions against u and each other
+    // A: Gram-Schmidt of r random directions against u and each other
     const a = new Float32Array(r * d);
-    for (let k = 0; k < r - 1; k++) {
+    for (let k = 0; k < r; k++) {
       const row = a.subarray(k * d, (k + 1) * d);
       for (let i = 0; i < d; i++) row[i] = gaussian(rnd);
       for (
@@ -291,16 +295,16 @@ class Generator {
       const norm = Math.sqrt(dot(row, 0, row, 0, d));
       for (let i = 0; i < d; i++) row[i] = row[i]! / norm;
     }
-    a.set(this.u, (r - 1) * d);
-    // B: random part, then the calibrated coefficient on u
+    // B: random part, then the calibrated offset
     const m = 1 - this.sparsity;
     const betaB = ACTIVE_BETA_A * (1 - m) / m;
     const b = new Float32Array(nFf * r);
+    const o = new Float32Array(nFf);
     const p = new Float64Array(nFf);
     for (let i = 0; i < nFf; i++) {
       let s2 = 0;
-      for (let k = 0; k < r - 1; k++) {
-        const v = gaussian(rnd) / Math.sqrt(r - 1);
+      for (let k = 0; k < r; k++) {
+        const v = gaussian(rnd) / Math.sqrt(r);
         b[i * r + k] = v;
         s2 += v * v;
       }
@@ -308,9 +312,9 @@ class Generator {
       const pi = Math.min(0.999, Math.max(1e-4, x / (x + y)));
       p[i] = pi;
       // n ~ N(0, I⊥) gives A_k·n ~ N(0, 1): the random part has std sqrt(s2)
-      b[i * r + r - 1] = -Math.sqrt(s2) * normalQuantile(1 - pi) / this.beta;
+      o[i] = -Math.sqrt(s2) * normalQuantile(1 - pi);
     }
-    const plan = { a, b, p };
+    const plan = { a, b, o, p };
     this.#layers.set(l, plan);
     return plan;
   }
@@ -347,35 +351,47 @@ class Generator {
     return m;
   }
 
-  /** W_gate = B·A `[nFf, nEmbd]` (the native F32 matmul: out[i, c] = Aᵀ[c]·B[i]). */
+  /** W_gate = B·A + o·(u/β)ᵀ `[nFf, nEmbd]` (B·A by the native F32 matmul). */
   gate(l: number): Float32Array {
     const { nEmbd: d, nFf, rank: r } = this.shape;
-    const { a, b } = this.layer(l);
+    const { a, b, o } = this.layer(l);
     const aT = transpose(a, r, d); // [d, r]
     const out = new Float32Array(nFf * d);
     matmul(out, new Uint8Array(aT.buffer), GgmlType.F32, d, r, b, nFf);
+    for (let i = 0; i < nFf; i++) {
+      const c = o[i]! / this.beta;
+      for (let j = 0; j < d; j++) out[i * d + j] = out[i * d + j]! + c * this.u[j]!;
+    }
     return out;
   }
 
-  /** fc1 = [A; −A] `[2r, nEmbd]`. */
+  /** fc1 = [A; −A; u/β; −u/β; 0…] `[2r + 32, nEmbd]`. */
   fc1(l: number): Float32Array {
+    const d = this.shape.nEmbd;
     const { a } = this.layer(l);
-    const out = new Float32Array(a.length * 2);
+    const out = new Float32Array(a.length * 2 + 32 * d);
     out.set(a);
     for (let i = 0; i < a.length; i++) out[a.length + i] = -a[i]!;
+    for (let j = 0; j < d; j++) {
+      out[2 * a.length + j] = this.u[j]! / this.beta;
+      out[2 * a.length + d + j] = -this.u[j]! / this.beta;
+    }
     return out;
   }
 
-  /** fc2 = [B, −B] `[nFf, 2r]`. */
+  /** fc2 = [B, −B, o, −o, 0…] `[nFf, 2r + 32]`. */
   fc2(l: number): Float32Array {
     const { nFf, rank: r } = this.shape;
-    const { b } = this.layer(l);
-    const out = new Float32Array(nFf * 2 * r);
+    const { b, o } = this.layer(l);
+    const h = 2 * r + 32;
+    const out = new Float32Array(nFf * h);
     for (let i = 0; i < nFf; i++) {
       for (let k = 0; k < r; k++) {
-        out[i * 2 * r + k] = b[i * r + k]!;
-        out[i * 2 * r + r + k] = -b[i * r + k]!;
+        out[i * h + k] = b[i * r + k]!;
+        out[i * h + r + k] = -b[i * r + k]!;
       }
+      out[i * h + 2 * r] = o[i]!;
+      out[i * h + 2 * r + 1] = -o[i]!;
     }
     return out;
   }
@@ -510,8 +526,8 @@ export async function makeModel(options: MakeModelOptions): Promise<MakeModelRes
   if (!dense) {
     for (let l = 0; l < nLayer; l++) {
       tensors.push(
-        f16(`blk.${l}.fc1.weight`, [d, 2 * r], () => gen.fc1(l)),
-        f16(`blk.${l}.fc2.weight`, [2 * r, nFf], () => gen.fc2(l)),
+        f16(`blk.${l}.fc1.weight`, [d, 2 * r + 32], () => gen.fc1(l)),
+        f16(`blk.${l}.fc2.weight`, [2 * r + 32, nFf], () => gen.fc2(l)),
       );
     }
   }
