@@ -128,16 +128,27 @@ Deno.test("Model.generate() stops within one token after its signal fires and fr
   equal(ids.length, 2);
 });
 
-Deno.test("Model.generate() ends at the context limit; eval() beyond it throws GenerationError", async () => {
+Deno.test("Model.generate() with contextShift false ends at the context limit; eval() beyond it throws", async () => {
   using model = loadModel(DEMO, { nCtx: 16 });
   const prompt = [1, 319, 272, 403];
   const { ids } = await collect(
-    model.generate(prompt, { maxTokens: -1, ignoreEos: true, temperature: 0 }),
+    model.generate(prompt, { maxTokens: -1, ignoreEos: true, temperature: 0, contextShift: false }),
   );
   equal(ids.length, 16 - prompt.length + 1);
   equal(model.tokens.length, 16);
   throws(() => model.eval([5]), GenerationError);
   await rejects(() => collect(model.generate(new Array(13).fill(319))), GenerationError);
+});
+
+Deno.test("Model.generate() shifts a full context and keeps going", async () => {
+  using model = loadModel(DEMO, { nCtx: 16, kvType: "f32" });
+  const prompt = [1, 319, 272, 403];
+  const { ids } = await collect(
+    model.generate(prompt, { maxTokens: 40, ignoreEos: true, temperature: 0, nKeep: -1 }),
+  );
+  equal(ids.length, 40);
+  ok(model.tokens.length <= 16);
+  deepStrictEqual(model.tokens.slice(0, 4), prompt); // the prompt was kept
 });
 
 Deno.test("loadModel() onFfnActivation reports every layer for every token", () => {

@@ -20,9 +20,10 @@ interface Synthetic {
   quantized?: boolean;
   nEmbd?: number;
   nFf?: number;
+  nLayer?: number;
 }
 
-const N_HEAD_KV = 2, N_LAYER = 2, N_FF = 100;
+const N_HEAD_KV = 2, N_FF = 100;
 
 function vocab(): GgufKv[] {
   const tokens = ["<unk>", "<s>", "</s>"];
@@ -56,6 +57,7 @@ const N_VOCAB = 3 + 256 + 6;
 /** Writes a random model; dense and sparse twins share every weight (ffn_down_t = ffn_downᵀ). */
 async function writeModel(dir: string, m: Synthetic): Promise<string> {
   const N_EMBD = m.nEmbd ?? 64, N_FF = m.nFf ?? 100, N_HEAD = N_EMBD / 16, HD = 16;
+  const N_LAYER = m.nLayer ?? 2;
   const N_HIDDEN = m.nEmbd === undefined ? 16 : 32; // Q4_0 predictors need multiples of 32
   const rand = seededRandom(1234);
   const tensors: { name: string; ne: number[]; values: Float32Array; keepF32?: boolean }[] = [];
@@ -144,7 +146,7 @@ async function writeModel(dir: string, m: Synthetic): Promise<string> {
   const bytes = await serializeGguf({ magic: m.sparse ? "PWRI" : "GGUF", metadata, tensors: out });
   const path = `${dir}/${m.arch}-${m.sparse ? "sparse" : "dense"}-${GgmlType[m.type]}-${
     m.quantized ? "q" : ""
-  }${N_EMBD}-${N_FF}.gguf`;
+  }${N_EMBD}-${N_FF}-${N_LAYER}.gguf`;
   await Deno.writeFile(path, bytes);
   return path;
 }
@@ -251,5 +253,27 @@ Deno.test("Model.eval() with Q4_0 weights, Q8_0 embeddings and a Q6_K output tra
     // same weight values; only the Q8_0/Q8_K rounding of activations differs
     const scale = Math.max(...f[i]!.map(Math.abs));
     assertClose(logits, f[i]!, 0.05 * scale, `step ${i}`);
+  }
+});
+
+Deno.test("Model.shiftContext() re-rotates the moved keys (1-layer model: equals a fresh decode)", async () => {
+  // With one layer K and V depend only on (token, position), so after a shift the cache must
+  // hold what a fresh decode of the kept tokens would hold, up to the double rotation's rounding.
+  const path = await writeModel(dir, {
+    arch: "llama",
+    sparse: false,
+    type: GgmlType.F32,
+    nLayer: 1,
+  });
+  for (const kvType of ["f32", "f16"] as const) {
+    using model = loadModel(path, { nCtx: 32, kvType });
+    const tokens = [1, 260, 264, 259, 262, 100, 261, 263, 3, 40, 50, 60, 70, 80];
+    model.eval(tokens);
+    ok(model.shiftContext(1) === 6); // keep 2, drop (14 - 1 - 1) / 2 = 6
+    const kept = [...model.tokens];
+    const shifted = model.eval([264]);
+    model.reset();
+    const fresh = model.eval([...kept, 264]);
+    assertClose(shifted, fresh, kvType === "f32" ? 1e-4 : 2e-2, `logits after a shift (${kvType})`);
   }
 });

@@ -27,7 +27,9 @@ options:
   -p, --prompt PROMPT       prompt to start generation with
   -f, --file FNAME          read the prompt from a file (one trailing newline removed)
       --prompt-ids 1,2,3    token ids to use as the prompt instead of text
-  -n, --n-predict N         tokens to predict (default 128; -1 = until EOS or context full)
+  -n, --n-predict N         tokens to predict (default 128; -1 = until EOS, shifting a full
+                            context; -2 = until the context is full)
+      --keep N              prompt tokens kept when the context shifts (default 0; -1 = all)
   -t, --threads N           threads (default: physical cores)
   -c, --ctx-size N          context size (default 512; 0 = model's training context)
   -b, --batch-size N        prompt tokens per decode (default 512)
@@ -58,6 +60,7 @@ const OPTIONS = {
   file: { type: "string", short: "f" },
   "prompt-ids": { type: "string" },
   "n-predict": { type: "string", short: "n" },
+  keep: { type: "string" },
   threads: { type: "string", short: "t" },
   "ctx-size": { type: "string", short: "c" },
   "batch-size": { type: "string", short: "b" },
@@ -111,14 +114,41 @@ export function formatTimings(t: Model["timings"], totalMs: number): string {
   ].join("\n");
 }
 
+/**
+ * `--top_k` → `--top-k` (cli.md), and negative numbers glued to their option (`-n -1` →
+ * `--n-predict=-1`), which node's parseArgs would otherwise take for an option.
+ */
+function normalizeArgs(args: string[]): string[] {
+  const byShort = new Map<string, string>();
+  for (const [name, o] of Object.entries(OPTIONS)) {
+    if ("short" in o) byShort.set(`-${o.short}`, name);
+  }
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    let a = args[i]!;
+    if (a.startsWith("--")) {
+      const eq = a.indexOf("=");
+      a = eq < 0 ? a.replaceAll("_", "-") : a.slice(0, eq).replaceAll("_", "-") + a.slice(eq);
+    }
+    const name = a.startsWith("--") ? a.slice(2) : byShort.get(a);
+    const next = args[i + 1];
+    if (
+      name !== undefined && !a.includes("=") &&
+      (OPTIONS as Record<string, { type: string }>)[name]?.type === "string" &&
+      next !== undefined && /^-[\d.]/.test(next)
+    ) {
+      out.push(`--${name}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
 /** Runs the CLI; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
-  // cli.md: "--top_k" = "--top-k"
-  const normalized = args.map((a) =>
-    a.startsWith("--")
-      ? a.split("=")[0]!.replaceAll("_", "-") + (a.includes("=") ? a.slice(a.indexOf("=")) : "")
-      : a
-  );
+  const normalized = normalizeArgs(args);
   let values: Record<string, unknown>;
   try {
     values =
@@ -207,7 +237,9 @@ export async function main(args: string[]): Promise<number> {
       for await (
         const piece of model.generate(ids, {
           ...sampling,
-          maxTokens: nPredict,
+          maxTokens: nPredict === -2 ? -1 : nPredict,
+          contextShift: nPredict !== -2,
+          nKeep: num(values, "keep", true),
           ignoreEos: values["ignore-eos"] as boolean | undefined,
           signal: abort.signal,
         })

@@ -1,8 +1,8 @@
 /**
  * The KV cache of one sequence (spec model.md §1): per layer K `[nCtx, nEmbdGqa]` and V
  * transposed `[nEmbdGqa, nCtx]`, fp16 by default (f32 on request), plus the position of each
- * cell. Cells are filled in order from 0; when the context is full the engine either stops
- * with a {@link GenerationError} or shifts the context (see Model).
+ * cell. Cells are filled in order from 0 and stay compact: a context shift drops a range of
+ * cells and moves the later ones down (see Model).
  *
  * @module
  */
@@ -90,6 +90,34 @@ export class KvCache {
     const m = Math.min(n, this.#used);
     this.cellPositions.fill(-1, this.#used - m, this.#used);
     this.#used -= m;
+  }
+
+  /**
+   * Drops cells [start, start + n) and moves the later cells down by n (K rows and V columns),
+   * their positions decreasing by n. The moved keys still carry their old rotation: the caller
+   * re-rotates them by −n (context shift, cli.md §1).
+   *
+   * @returns The range of moved cells `[start, start + nMoved)`.
+   */
+  discard(start: number, n: number): { start: number; nMoved: number } {
+    if (start < 0 || n < 0 || start + n > this.#used) {
+      throw new RangeError(`Cannot discard cells [${start}, ${start + n}) of ${this.#used}`);
+    }
+    const nMoved = this.#used - start - n;
+    const w = this.nEmbdGqa;
+    for (const layer of this.layers) {
+      layer.k.copyWithin(start * w, (start + n) * w, this.#used * w);
+      for (let i = 0; i < w; i++) {
+        const row = i * this.nCtx;
+        layer.v.copyWithin(row + start, row + start + n, row + this.#used);
+      }
+    }
+    for (let c = start; c < start + nMoved; c++) {
+      this.cellPositions[c] = this.cellPositions[c + n]! - n;
+    }
+    this.cellPositions.fill(-1, start + nMoved, this.#used);
+    this.#used -= n;
+    return { start, nMoved };
   }
 
   /** Empties the cache (contents stay until overwritten; positions are cleared). */

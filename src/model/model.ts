@@ -4,8 +4,10 @@
  * profiling, and `tokenize()` / `detokenize()`.
  *
  * Context policy: the KV cache holds `nCtx` tokens. When a decode would overflow it, `eval()`
- * throws a {@link GenerationError}; `generate()` stops before that and ends the stream (no
- * context shift). A prompt longer than `nCtx − 4` tokens is rejected up front, like `main`.
+ * throws a {@link GenerationError}. `generate()` instead shifts the context like `main`: it keeps
+ * the first `nKeep + 1` tokens, drops half of the rest and re-rotates the cached keys of the
+ * tokens it moves (`contextShift: false` ends the stream at a full context instead). A prompt
+ * longer than `nCtx − 4` tokens is rejected up front, like `main`.
  *
  * A Model keeps all its state (mapping, cache, buffers) in the instance; the only process-wide
  * state is the native library and its thread pool, so a Worker can own a Model of its own.
@@ -66,6 +68,10 @@ export interface GenerateOptions extends Partial<SamplingParams> {
   addBos?: boolean;
   /** Stops generation; the stream then throws `signal.reason`. */
   signal?: AbortSignal;
+  /** When the context is full: shift it (default true, like `main`) or end the stream. */
+  contextShift?: boolean;
+  /** Prompt tokens kept (after BOS) by a context shift; −1 = the whole prompt (default 0). */
+  nKeep?: number;
 }
 
 /** One generated token and its text (UTF-8 pieces may be held back until complete). */
@@ -267,10 +273,52 @@ export class Model implements Disposable {
   }
 
   /**
+   * Makes room in a full context like `main`: keeps the first `nKeep + 1` tokens, drops half of
+   * the tokens after them and moves the rest down, re-rotating their cached keys by the shift
+   * (results rounded back to the cache type).
+   *
+   * @param nKeep Tokens kept after the first one.
+   * @returns How many tokens were dropped.
+   * @throws {GenerationError} If nothing can be dropped.
+   */
+  shiftContext(nKeep = 0): number {
+    this.#assertOpen();
+    const nPast = this.#tokens.length;
+    const nDiscard = Math.floor((nPast - nKeep - 1) / 2);
+    if (nKeep < 0 || nDiscard <= 0) {
+      throw new GenerationError(`Cannot shift a context of ${nPast} tokens keeping ${nKeep}`);
+    }
+    const c = this.config;
+    const { start, nMoved } = this.#cache.discard(nKeep + 1, nDiscard);
+    const delta = new Int32Array(nMoved).fill(-nDiscard);
+    for (const layer of this.#cache.layers) {
+      const k = layer.k.subarray(start * c.nEmbdGqa, (start + nMoved) * c.nEmbdGqa);
+      const f16 = k instanceof Uint16Array
+        ? new Float16Array(k.buffer, k.byteOffset, k.length)
+        : null;
+      const x = f16 ? Float32Array.from(f16) : k as Float32Array;
+      this.#backend.rope(
+        x,
+        nMoved,
+        c.nHeadKv,
+        c.headDim,
+        c.nRot,
+        delta,
+        c.ropeMode,
+        c.ropeFreqBase,
+        c.ropeFreqScale,
+      );
+      if (f16) f16.set(x); // rounds to nearest even, like the fp16 cache store
+    }
+    this.#tokens.splice(start, nDiscard);
+    return nDiscard;
+  }
+
+  /**
    * Generates tokens after a prompt, streaming them as they are made. The context is reset
    * first; the prompt (a string, tokenized with BOS for SentencePiece vocabularies, or ids) is
-   * decoded as one batch, then one token per step. Stops after `maxTokens`, at EOS (unless
-   * `ignoreEos`), or when the context is full.
+   * decoded as one batch, then one token per step. Stops after `maxTokens` or at EOS (unless
+   * `ignoreEos`); a full context is shifted (or ends the stream with `contextShift: false`).
    *
    * @param prompt Text or token ids. An empty prompt becomes `[BOS]`.
    * @param options Sampling ({@link SamplingParams}), `maxTokens`, `ignoreEos`, `signal`.
@@ -295,7 +343,15 @@ export class Model implements Disposable {
   ): AsyncGenerator<GeneratedToken, void, undefined> {
     this.#assertOpen();
     if (this.#busy) throw new GenerationError("Another generation is running on this model");
-    const { maxTokens = 128, ignoreEos = false, addBos, signal, ...sampling } = options;
+    const {
+      maxTokens = 128,
+      ignoreEos = false,
+      addBos,
+      signal,
+      contextShift = true,
+      nKeep: keepOption = 0,
+      ...sampling
+    } = options;
     let ids = typeof prompt === "string"
       ? this.tokenize(prompt, { addBos, parseSpecial: true })
       : [...prompt];
@@ -333,7 +389,11 @@ export class Model implements Disposable {
         }
         yield { id, text: decoder.push(id) };
         if (maxTokens >= 0 && made + 1 >= maxTokens) break;
-        if (this.#tokens.length >= this.nCtx) break;
+        if (this.#tokens.length >= this.nCtx) {
+          if (!contextShift) break;
+          const nKeep = keepOption < 0 || keepOption > ids.length ? ids.length : keepOption;
+          this.shiftContext(nKeep);
+        }
         signal?.throwIfAborted();
         logits = this.eval([id]);
       }
