@@ -59,7 +59,15 @@ export function f16BitsFromF32Bits(f: number): number {
 export function f32ToF16Bytes(src: Float32Array): Uint8Array {
   const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
   const out = new Uint16Array(src.length);
-  for (let i = 0; i < bits.length; i++) out[i] = f16BitsFromF32Bits(bits[i]!);
+  for (let i = 0; i < bits.length; i++) {
+    const f = bits[i]!;
+    const e = (f >>> 23) & 0xff;
+    if (e > 112 && e < 143) {
+      // Normal f16 range inline; a rounding carry may reach infinity, never the sign bit.
+      const h = ((f >>> 16) & 0x8000) | ((e - 112) << 10) | ((f >>> 13) & 0x3ff);
+      out[i] = (f & 0x1fff) + (h & 1) > 0x1000 ? h + 1 : h;
+    } else out[i] = f16BitsFromF32Bits(f);
+  }
   return new Uint8Array(out.buffer);
 }
 
