@@ -354,3 +354,19 @@ Deno.test({
       deepStrictEqual(ids, run.generated_ids);
     }),
 });
+
+Deno.test("quantizeMain() reads IN [OUT] TYPE [NTHREADS] like PowerInfer's quantize", () =>
+  withTempDir(async (dir) => {
+    const input = `${dir}/in.gguf`;
+    await writeSynthetic(input, [["token_embd.weight", [64, 4]]]);
+    const quiet = () => {};
+    // IN TYPE NTHREADS: the output goes beside the input.
+    equal(await quantizeMain([input, "2", "1", "--no-progress"], quiet, quiet), 0);
+    equal(parseGguf(await Deno.readFile(`${dir}/ggml-model-Q4_0.gguf`)).tensors[0]!.type, 2);
+    // IN OUT TYPE, the type given by number.
+    equal(await quantizeMain([input, `${dir}/o.gguf`, "7", "--no-progress"], quiet, quiet), 0);
+    equal(parseGguf(await Deno.readFile(`${dir}/o.gguf`)).tensors[0]!.type, GgmlType.Q8_0);
+    const errors: string[] = [];
+    equal(await quantizeMain([input, `${dir}/o.gguf`], quiet, (l) => errors.push(l)), 1);
+    ok(errors[0]!.startsWith("error: Missing TYPE"));
+  }));

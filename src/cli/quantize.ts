@@ -40,32 +40,43 @@ function formatSeconds(s: number): string {
   return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
 }
 
-/** Reads IN [OUT] TYPE [NTHREADS] the way PowerInfer's quantize does. */
+/**
+ * Reads IN [OUT] TYPE [NTHREADS] the way PowerInfer's quantize does: when the second positional
+ * parses as a type, there is no OUT.
+ */
 function parsePositionals(positionals: string[]): {
   input: string;
   output: string;
   target: QuantizeTarget;
   threads?: number;
 } {
-  const args = [...positionals];
-  let threads: number | undefined;
-  // A trailing bare integer after the type is NTHREADS (the type itself may be a number too).
-  if (args.length >= 3 && /^\d+$/.test(args[args.length - 1]!)) {
-    threads = Number(args.pop());
+  const isType = (text: string | undefined) => {
+    if (text === undefined) return false;
+    try {
+      parseQuantizeTarget(text);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const threadsOf = (text: string | undefined) => {
+    if (text === undefined) return undefined;
+    if (!/^\d+$/.test(text)) throw new Error(`Bad NTHREADS "${text}": expected an integer`);
+    return Number(text);
+  };
+  const [input, second, third, fourth, ...rest] = positionals;
+  if (input === undefined || second === undefined) {
+    throw new Error(`Expected IN.gguf [OUT.gguf] TYPE (${USAGE})`);
   }
-  if (args.length === 2) {
-    const target = parseQuantizeTarget(args[1]!);
-    return {
-      input: args[0]!,
-      output: join(dirname(args[0]!), `ggml-model-${target}.gguf`),
-      target,
-      threads,
-    };
+  if (isType(second)) {
+    if (fourth !== undefined) throw new Error(`Too many arguments (${USAGE})`);
+    const target = parseQuantizeTarget(second);
+    const output = join(dirname(input), `ggml-model-${target}.gguf`);
+    return { input, output, target, threads: threadsOf(third) };
   }
-  if (args.length === 3) {
-    return { input: args[0]!, output: args[1]!, target: parseQuantizeTarget(args[2]!), threads };
-  }
-  throw new Error(`Expected IN.gguf [OUT.gguf] TYPE (${USAGE})`);
+  if (third === undefined) throw new Error(`Missing TYPE (${USAGE})`);
+  if (rest.length > 0) throw new Error(`Too many arguments (${USAGE})`);
+  return { input, output: second, target: parseQuantizeTarget(third), threads: threadsOf(fourth) };
 }
 
 /** Progress display: a redrawn bar on a terminal, plain lines otherwise. */
