@@ -163,3 +163,13 @@ Deno.test("MappedFile.open() of a directory throws MappedFileError", () => {
     Deno.removeSync(dir);
   }
 });
+
+Deno.test("pi_aligned_alloc returns aligned memory and rejects a bad alignment", () => {
+  const native = openNative();
+  const p = native.pi_aligned_alloc(1000n, 64n);
+  ok(p !== null);
+  strictEqual(Deno.UnsafePointer.value(p) % 64n, 0n);
+  native.pi_aligned_free(p);
+  strictEqual(native.pi_aligned_alloc(16n, 48n), null);
+  match(Deno.UnsafePointerView.getCString(native.pi_last_error()!), /Alignment 48/);
+});

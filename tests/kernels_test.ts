@@ -5,6 +5,7 @@ import { KernelError } from "../src/errors.ts";
 import { GgmlType } from "../src/gguf/types.ts";
 import {
   bandwidthRead,
+  bf16ToF32,
   f16ToF32,
   f16ToF32Ref,
   f32ToF16,
@@ -82,6 +83,13 @@ Deno.test("pi_f16_to_f32 equals pi_f16_to_f32_ref and Float16Array on all 65536 
     if (Number.isNaN(oracle[i])) ok(Number.isNaN(b[i]), `NaN at ${i}`);
     else strictEqual(bits(b)[i], bits(oracle)[i]!, `fp16 ${i}`);
   }
+});
+
+Deno.test("pi_bf16_to_f32 widens every bf16 value exactly", () => {
+  const h = Uint16Array.from({ length: 65536 }, (_, i) => i);
+  const out = new Float32Array(h.length);
+  bf16ToF32(h, out);
+  deepStrictEqual(bits(out), Uint32Array.from(h, (v) => (v << 16) >>> 0));
 });
 
 /** model.md §2 in TS: product in f32, sum in f64, every other step in f32. */

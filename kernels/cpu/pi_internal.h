@@ -35,9 +35,11 @@ void pi_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 typedef void (*pi_task_fn)(void *ctx, int64_t i0, int64_t i1, int thread_index);
 /* Runs fn over [0, n) split in contiguous chunks whose boundaries are multiples of `grain`
  * (except the last), on the persistent pool; returns when all chunks are done. Chunking
- * depends only on (n, grain, thread count): chunk k goes to thread k. n <= grain or 1 thread
- * runs inline (thread_index 0). Calls from inside a task, or while another caller holds the
- * pool, run inline too. */
+ * depends only on (n, grain, thread count): chunk k always covers the same range and gets
+ * thread_index = k (< pi_thread_count(); no two running chunks share one, so per-index
+ * scratch is safe), whichever OS thread claims it. n <= grain or 1 thread runs inline
+ * (thread_index 0). Calls from inside a task, or while another caller holds the pool, run
+ * inline too. */
 void pi_parallel_for(int64_t n, int64_t grain, pi_task_fn fn, void *ctx);
 /* Threads pi_parallel_for uses now (>= 1). */
 int pi_thread_count(void);
