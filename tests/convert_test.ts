@@ -146,6 +146,22 @@ Deno.test("convertModel() fortune-relu output generates the same greedy tokens a
   }
 });
 
+Deno.test("deno task convert (cli main) writes the dense tiny file and rejects bad usage", async () => {
+  const { main } = await import("../src/cli/convert.ts");
+  const dir = await Deno.makeTempDir({ prefix: "convert_test_" });
+  try {
+    const out = join(dir, "tiny.dense.gguf");
+    equal(await main(["--dense", "--outfile", out, `${TINY}/hf`]), 0);
+    assertSameFile(await Deno.readFile(out), `${TINY}/tiny.dense.f16.gguf`);
+    equal(await main(["--outtype", "q8_0", "--outfile", out, `${TINY}/hf`]), 1);
+    equal(await main([`${TINY}/hf`]), 1); // no --outfile
+    equal(await main(["--outfile", join(dir, "x.gguf"), `${TINY}/hf`]), 1); // no predictors
+    equal([...Deno.readDirSync(dir)].length, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // Synthetic checkpoints (safetensors writer, temp directories)
 
