@@ -132,7 +132,7 @@ export function formatSummary(s: QuantizeSummary): string[] {
       : ggmlTypeName(e.dstType);
     counts.set(key, (counts.get(key) ?? 0) + 1);
   }
-  const mbps = s.inputBytes / MB / Math.max(s.seconds, 1e-9);
+  const mbps = s.inputBytes / 1e6 / Math.max(s.seconds, 1e-9); // decimal MB
   return [
     `quantized ${s.inputPath} -> ${s.outputPath} (${s.target})`,
     `  size: ${formatBytes(s.inputBytes)} -> ${formatBytes(s.outputBytes)} ` +
