@@ -15,7 +15,8 @@
 
 #include "pi.h"
 
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+/* -DPI_NO_SIMD builds the portable scalar paths only (how a non-x86 build compiles). */
+#if (defined(__x86_64__) || defined(_M_X64) || defined(__i386__)) && !defined(PI_NO_SIMD)
 #define PI_X86 1
 #include <immintrin.h>
 /* Functions compiled for AVX2+FMA+F16C; call them only when pi_has_avx2() is true. */
