@@ -313,6 +313,16 @@ Deno.test("readTorchFile() rejects a view past its storage and a missing storage
   );
 });
 
+Deno.test("readTorchFile() refuses a pathologically nested object graph", () => {
+  const depth = 100000;
+  const pkl = new Uint8Array(2 + depth * 2 + 2);
+  pkl.set([0x80, 2]);
+  pkl.fill(0x28, 2, 2 + depth); // MARK x depth
+  pkl.fill(0x74, 2 + depth, 2 + 2 * depth); // TUPLE x depth
+  pkl.set([0x85, 0x2e], 2 + 2 * depth); // TUPLE1 STOP
+  throws(() => readTorchFile(crcless([["a/data.pkl", pkl]])), CheckpointFormatError);
+});
+
 Deno.test("readTorchStateDict() gives CheckpointFormatError on seeded corruptions", async () => {
   const files = [
     await Deno.readFile(sharedFixture(`${TINY}/predictor/model_0.pt`)),

@@ -135,6 +135,8 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
   };
   const signedLong = (raw: Uint8Array): number | bigint => {
     if (raw.length === 0) return 0;
+    // torch writes small ints; a huge LONG would only cost quadratic time here.
+    if (raw.length > 64) fail(`LONG of ${raw.length} bytes: at most 64 supported`);
     let v = 0n;
     for (let i = raw.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(raw[i]!);
     if (raw[raw.length - 1]! & 0x80) v -= 1n << BigInt(raw.length * 8);

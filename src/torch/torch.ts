@@ -363,20 +363,26 @@ export function openTorchCheckpoint(input: Uint8Array | ByteSource): unknown {
   });
 }
 
-function materialise(v: unknown, seen: Map<unknown, unknown>): unknown {
+/** Deeper nesting than this is refused (a crafted pickle could otherwise exhaust the stack). */
+const MAX_NESTING = 1000;
+
+function materialise(v: unknown, seen: Map<unknown, unknown>, depth = 0): unknown {
   if (v instanceof TorchTensorRef) return v.load();
   if (v === null || typeof v !== "object") return v;
   if (seen.has(v)) return seen.get(v);
+  if (depth > MAX_NESTING) {
+    throw new CheckpointFormatError(`Torch object graph is nested deeper than ${MAX_NESTING}`);
+  }
   if (v instanceof Map) {
     const out = new Map();
     seen.set(v, out);
-    for (const [k, x] of v) out.set(k, materialise(x, seen));
+    for (const [k, x] of v) out.set(k, materialise(x, seen, depth + 1));
     return out;
   }
   if (Array.isArray(v)) {
     const out: unknown[] = [];
     seen.set(v, out);
-    for (const x of v) out.push(materialise(x, seen));
+    for (const x of v) out.push(materialise(x, seen, depth + 1));
     return out;
   }
   return v;
