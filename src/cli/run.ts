@@ -45,9 +45,9 @@ options:
       --ignore-eos          keep generating after end of text
       --memory-f32          f32 KV cache instead of f16
       --json                print one JSON object {prompt_ids, generated_ids, text, timings}
-      --vram-budget G       VRAM budget in GiB (placeholder: this build has no GPU)
-      --reset-gpu-index     regenerate the GPU index (placeholder)
-      --disable-gpu-index   keep every FFN neuron on the CPU (placeholder)
+      --vram-budget G       VRAM budget in GiB for hot neurons (CPU build: ignored, warns)
+      --reset-gpu-index     regenerate the GPU index
+      --disable-gpu-index   keep every FFN neuron on the CPU
       --summary             print the model summary to stderr before generating
 
 environment: LLAMA_SPARSE_PRED_THRESHOLD overrides the predictor threshold.
@@ -203,9 +203,6 @@ export async function main(args: string[]): Promise<number> {
     }
     if (promptText === undefined && promptIds === undefined) promptText = demo ? DEMO_PROMPT : "";
     const vramBudget = num(values, "vram-budget", false);
-    if (vramBudget !== undefined) {
-      console.error("warning: --vram-budget is ignored: this build runs on the CPU only");
-    }
 
     using model = loadModel(demo ? DEMO_MODEL : values.model as string, {
       threads: num(values, "threads", true),

@@ -18,6 +18,7 @@
 import { CpuBackend } from "../backend/cpu.ts";
 import type { Backend, HotFfn, KvType } from "../backend/backend.ts";
 import { GenerationError, ModelConfigError } from "../errors.ts";
+import { gpuIndexForLoad } from "../gpu_index/policy.ts";
 import { openGguf } from "../gguf/open.ts";
 import type { GgufFile } from "../gguf/reader.ts";
 import { ggmlTypeName } from "../gguf/types.ts";
@@ -48,11 +49,11 @@ export interface LoadModelOptions {
   gpuIdx?: readonly (Uint8Array | null)[];
   /** Computes the hot neurons (GPU side); without it every neuron is cold. */
   hot?: HotFfn;
-  /** VRAM budget in GiB (placeholder for the GPU-index owner; ignored without a GPU). */
+  /** VRAM budget in GiB for the GPU index (ignored, with a warning, without a hot side). */
   vramBudget?: number;
-  /** Regenerate the GPU index even if present (placeholder). */
+  /** Regenerate the GPU index even if present. */
   resetGpuIndex?: boolean;
-  /** Put every FFN neuron on the CPU (placeholder; the CPU build always does). */
+  /** Put every FFN neuron on the CPU. */
   disableGpuIndex?: boolean;
   /** Profiler hook: per layer and token, which FFN neurons fired (1) — gate (or up) > 0. */
   onFfnActivation?: (layer: number, active: Uint8Array) => void;
@@ -141,13 +142,15 @@ export class Model implements Disposable {
     this.nBatch = nBatch;
     this.threshold = options.sparseThreshold ??
       sparseThreshold(c.fileSparseThreshold, envThreshold());
-    if (options.gpuIdx) {
-      if (options.gpuIdx.length !== c.nLayer) {
-        throw new ModelConfigError(
-          `GPU index has ${options.gpuIdx.length} layers: expected ${c.nLayer}`,
-        );
+    // Hot-neuron masks: explicit ones, else the GPU-index policy (only with a hot side).
+    const gpuIdx = c.sparse
+      ? gpuIndexForLoad(path, file, { ...options, nCtx, nBatch }, (line) => console.error(line))
+      : null;
+    if (gpuIdx) {
+      if (gpuIdx.length !== c.nLayer) {
+        throw new ModelConfigError(`GPU index has ${gpuIdx.length} layers: expected ${c.nLayer}`);
       }
-      for (const m of options.gpuIdx) {
+      for (const m of gpuIdx) {
         if (m && m.length !== c.nFf) {
           throw new ModelConfigError(`GPU index mask has ${m.length} neurons: expected ${c.nFf}`);
         }
@@ -163,7 +166,7 @@ export class Model implements Disposable {
       cache: this.#cache,
       scratch: this.#scratch,
       threshold: this.threshold,
-      gpuIdx: options.gpuIdx ?? null,
+      gpuIdx,
       hot: options.hot ?? null,
       sparseActivation: c.arch === "bamboo" ? "relu_relu_mul" : "relu_mul",
       onFfnActivation: options.onFfnActivation,
