@@ -229,6 +229,12 @@ export class ZipArchive {
       return this.source.read(data.offsetBytes + want.offsetBytes, want.byteLength);
     }
     if (entry.method === 8) {
+      // Deflate expands at most ~1032:1; a larger claim is a lie, refused before allocating.
+      if (entry.uncompressedSize > entry.compressedSize * 1032 + 1024) {
+        throw new CheckpointFormatError(
+          `Zip entry "${name}" claims ${entry.uncompressedSize} bytes from ${entry.compressedSize} deflated bytes`,
+        );
+      }
       const packed = this.source.read(data.offsetBytes, data.byteLength);
       let out: Uint8Array;
       try {
