@@ -101,6 +101,27 @@ Deno.test("readTorchTensor() reads activation_N.pt as a 1-D int64 [1024] of coun
   }
 });
 
+Deno.test("readTorchTensor() reads every shipped activation_N.pt (fortune-relu, falcon-tiny)", async () => {
+  for (
+    const [dir, layers, maxCount] of [["fortune-relu", 4, 1e9], [
+      "models/falcon-tiny",
+      2,
+      135,
+    ]] as const
+  ) {
+    for (let layer = 0; layer < layers; layer++) {
+      const t = readTorchTensor(
+        await Deno.readFile(sharedFixture(`${dir}/activation/activation_${layer}.pt`)),
+      );
+      strictEqual(t.dtype, "int64");
+      deepStrictEqual(t.shape, [1024]);
+      const counts = new BigInt64Array(t.data.slice().buffer);
+      ok(counts.every((c) => c >= 0n && c <= BigInt(maxCount)), `${dir} layer ${layer}`);
+      ok(counts.some((c) => c > 0n));
+    }
+  }
+});
+
 Deno.test("readTorchStateDict() reads predictor model_N.pt equal to the reference GGUF", async () => {
   for (const layer of [0, 1]) {
     const sd = readTorchStateDict(
