@@ -96,6 +96,23 @@ void pi_qd_quantize_q8_0(const float *x, pi_block_q8_0 *y, int64_t n) {
     pi_qd_quantize_q8_0_ref(x, y, n);
 }
 
+void pi_qd_quantize_q8_0x(const float *x, pi_block_q8_0x *y, int64_t n) {
+    pi_block_q8_0 tmp[8];
+    const int64_t nb = n / PI_QK8_0;
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+        const int64_t m = nb - b0 < 8 ? nb - b0 : 8;
+        pi_qd_quantize_q8_0(x + b0 * PI_QK8_0, tmp, m * PI_QK8_0);
+        for (int64_t k = 0; k < m; k++) {
+            pi_block_q8_0x *o = &y[b0 + k];
+            o->d = pi_fp16_to_fp32(tmp[k].d);
+            int s = 0;
+            for (int j = 0; j < 32; j++) s += tmp[k].qs[j];
+            o->s8 = 8 * s;
+            memcpy(o->qs, tmp[k].qs, 32);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Q8_K activations (ggml reference; the x86 build uses it too)
 
@@ -199,37 +216,123 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0_avx2(int64_t
     return hsum_avx(acc);
 }
 
-// One Q4_0 row against 4 Q8_0 activation rows (stride `ys` blocks): the nibbles are unpacked
-// once per block and reused for every token.
-__attribute__((target("avx2,fma,f16c"))) static void dot_q4_0_q8_0_x4_avx2(
-    int64_t nb, const pi_block_q4_0 *x, const pi_block_q8_0 *y, int64_t ys, float *s) {
+#endif
+
+float pi_qd_dot_q4_0_q8_0x_ref(int64_t n, const void *vx, const void *vy) {
+    const pi_block_q4_0 *x = vx;
+    const pi_block_q8_0x *y = vy;
+    const int64_t nb = n / PI_QK8_0;
+    float sumf = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int sumi = 0;
+        for (int j = 0; j < 16; j++) {
+            sumi += ((x[b].qs[j] & 0x0f) - 8) * y[b].qs[j] + ((x[b].qs[j] >> 4) - 8) * y[b].qs[j + 16];
+        }
+        sumf += (pi_fp16_to_fp32(x[b].d) * y[b].d) * (float) sumi;
+    }
+    return sumf;
+}
+
+float pi_qd_dot_q8_0_q8_0x_ref(int64_t n, const void *vx, const void *vy) {
+    const pi_block_q8_0 *x = vx;
+    const pi_block_q8_0x *y = vy;
+    const int64_t nb = n / PI_QK8_0;
+    float sumf = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int sumi = 0;
+        for (int j = 0; j < 32; j++) sumi += x[b].qs[j] * y[b].qs[j];
+        sumf += (pi_fp16_to_fp32(x[b].d) * y[b].d) * (float) sumi;
+    }
+    return sumf;
+}
+
+#if defined(PI_QD_X86)
+// Unsigned nibbles 0..15 (low nibbles, then high nibbles).
+__attribute__((target("avx2,fma,f16c"))) static inline __m256i nibbles_q4_0(const uint8_t *qs) {
+    const __m128i t = _mm_loadu_si128((const __m128i *) qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f));
+}
+
+// Σ (q−8)·y of one block as 8 int32 lanes: maddubs(q unsigned, y signed) − 8·Σy in lane 0.
+__attribute__((target("avx2,fma,f16c"))) static inline __m256i dot_q4_block(
+    __m256i q, const pi_block_q8_0x *y) {
+    const __m256i p = _mm256_madd_epi16(
+        _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *) y->qs)),
+        _mm256_set1_epi16(1));
+    return _mm256_sub_epi32(p, _mm256_zextsi128_si256(_mm_cvtsi32_si128(y->s8)));
+}
+
+__attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0x_avx2(int64_t n,
+                                                                           const void *vx,
+                                                                           const void *vy) {
+    const pi_block_q4_0 *x = vx;
+    const pi_block_q8_0x *y = vy;
+    const int64_t nb = n / PI_QK8_0;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i p = dot_q4_block(nibbles_q4_0(x[b].qs), &y[b]);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * y[b].d), _mm256_cvtepi32_ps(p),
+                              acc);
+    }
+    return hsum_avx(acc);
+}
+
+// One Q4_0 row against 4 q8_0x activation rows (stride ys blocks): same bits per token as
+// dot_q4_0_q8_0x_avx2, the nibbles unpacked once.
+__attribute__((target("avx2,fma,f16c"))) static void dot_q4_0_q8_0x_x4_avx2(
+    int64_t nb, const pi_block_q4_0 *x, const pi_block_q8_0x *y, int64_t ys, float *s) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const __m256i qx = unpack_q4_0(x[b].qs);
-        const __m256i ax = _mm256_sign_epi8(qx, qx);
+        const __m256i q = nibbles_q4_0(x[b].qs);
         const float dx = _cvtsh_ss(x[b].d);
-        const __m256i ones = _mm256_set1_epi16(1);
-#define PI_QD_STEP(k, acc)                                                                     \
-    do {                                                                                       \
-        const pi_block_q8_0 *yb = y + (k) * ys + b;                                            \
-        const __m256i sy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *) yb->qs), qx); \
-        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);              \
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * _cvtsh_ss(yb->d)), _mm256_cvtepi32_ps(p),    \
-                              acc);                                                            \
-    } while (0)
-        PI_QD_STEP(0, acc0);
-        PI_QD_STEP(1, acc1);
-        PI_QD_STEP(2, acc2);
-        PI_QD_STEP(3, acc3);
-#undef PI_QD_STEP
+        const pi_block_q8_0x *y0 = y + b, *y1 = y + ys + b, *y2 = y + 2 * ys + b;
+        const pi_block_q8_0x *y3 = y + 3 * ys + b;
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx * y0->d), _mm256_cvtepi32_ps(dot_q4_block(q, y0)),
+                               acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dx * y1->d), _mm256_cvtepi32_ps(dot_q4_block(q, y1)),
+                               acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_set1_ps(dx * y2->d), _mm256_cvtepi32_ps(dot_q4_block(q, y2)),
+                               acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_set1_ps(dx * y3->d), _mm256_cvtepi32_ps(dot_q4_block(q, y3)),
+                               acc3);
     }
     s[0] = hsum_avx(acc0);
     s[1] = hsum_avx(acc1);
     s[2] = hsum_avx(acc2);
     s[3] = hsum_avx(acc3);
 }
+
+__attribute__((target("avx2,fma,f16c"))) static float dot_q8_0_q8_0x_avx2(int64_t n,
+                                                                           const void *vx,
+                                                                           const void *vy) {
+    const pi_block_q8_0 *x = vx;
+    const pi_block_q8_0x *y = vy;
+    const int64_t nb = n / PI_QK8_0;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i p = dot_i8(_mm256_loadu_si256((const __m256i *) x[b].qs),
+                                 _mm256_loadu_si256((const __m256i *) y[b].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * y[b].d), _mm256_cvtepi32_ps(p),
+                              acc);
+    }
+    return hsum_avx(acc);
+}
 #endif
+
+float pi_qd_dot_q4_0_q8_0x(int64_t n, const void *x, const void *y) {
+#if defined(PI_QD_X86)
+    if (pi_qd_has_avx2()) return dot_q4_0_q8_0x_avx2(n, x, y);
+#endif
+    return pi_qd_dot_q4_0_q8_0x_ref(n, x, y);
+}
+
+float pi_qd_dot_q8_0_q8_0x(int64_t n, const void *x, const void *y) {
+#if defined(PI_QD_X86)
+    if (pi_qd_has_avx2()) return dot_q8_0_q8_0x_avx2(n, x, y);
+#endif
+    return pi_qd_dot_q8_0_q8_0x_ref(n, x, y);
+}
 
 float pi_qd_dot_q4_0_q8_0(int64_t n, const void *x, const void *y) {
 #if defined(PI_QD_X86)
@@ -324,6 +427,18 @@ float pi_qd_dot_q6_k_q8_k_ref(int64_t n, const void *vx, const void *vy) {
 }
 
 #if defined(PI_QD_X86)
+// Shuffle masks that spread scales (8h+2k, 8h+2k+1) over 8 bytes each, for half h, group k.
+static const uint8_t q6_scale_shuffle[8][16] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
+    {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
+    {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},
+    {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13},
+    {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15},
+};
+
 __attribute__((target("avx2,fma,f16c"))) static float dot_q6_k_q8_k_avx2(int64_t n,
                                                                           const void *vx,
                                                                           const void *vy) {
@@ -331,13 +446,15 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q6_k_q8_k_avx2(int64_t
     const pi_block_q8_k *y = vy;
     const int64_t nb = n / PI_QK_K;
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m256i m3 = _mm256_set1_epi8(0x03);
+    const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0c);
+    const __m256i m30 = _mm256_set1_epi8(0x30), mc0 = _mm256_set1_epi8((char) 0xc0);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const int8_t *sc = x[b].scales;
-        // Σ_g scale_g · 32 · Σ y_g: the offset of the unsigned 6-bit values, removed at the end
-        int corr = 0;
-        for (int g = 0; g < 16; g++) corr += sc[g] * y[b].bsums[g];
+        const __m128i sc8 = _mm_loadu_si128((const __m128i *) x[b].scales);
+        // Σ_g scale_g · Σ y_g: the +32 offset of the unsigned 6-bit values, removed below
+        const __m256i corr =
+            _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8),
+                              _mm256_loadu_si256((const __m256i *) y[b].bsums));
         __m256i sumi = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = x[b].ql + 64 * h;
@@ -346,32 +463,31 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q6_k_q8_k_avx2(int64_t
             const __m256i l0 = _mm256_loadu_si256((const __m256i *) ql);
             const __m256i l1 = _mm256_loadu_si256((const __m256i *) (ql + 32));
             const __m256i hb = _mm256_loadu_si256((const __m256i *) qh);
-            __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
-            q[1] = _mm256_or_si256(
-                _mm256_and_si256(l1, m4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
-            q[2] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
-            q[3] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
-            for (int k = 0; k < 4; k++) {
-                const __m256i yk = _mm256_loadu_si256((const __m256i *) (q8 + 32 * k));
-                const __m256i p16 = _mm256_maddubs_epi16(q[k], yk); // q in 0..63: no saturation
-                const __m256i s16 = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * k + 1]),
-                                                     _mm_set1_epi16(sc[8 * h + 2 * k]));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, s16));
-            }
+            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                               _mm256_slli_epi16(_mm256_and_si256(hb, m03), 4));
+            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                               _mm256_slli_epi16(_mm256_and_si256(hb, m0c), 2));
+            const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                               _mm256_and_si256(hb, m30));
+            const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                               _mm256_srli_epi16(_mm256_and_si256(hb, mc0), 2));
+#define PI_Q6_STEP(k, q)                                                                        \
+    do {                                                                                        \
+        const __m256i p16 =                                                                     \
+            _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *) (q8 + 32 * (k))));     \
+        const __m256i s16 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(                               \
+            sc8, _mm_loadu_si128((const __m128i *) q6_scale_shuffle[4 * h + (k)])));           \
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, s16));                             \
+    } while (0)
+            PI_Q6_STEP(0, q0);
+            PI_Q6_STEP(1, q1);
+            PI_Q6_STEP(2, q2);
+            PI_Q6_STEP(3, q3);
+#undef PI_Q6_STEP
         }
-        const float d = _cvtsh_ss(x[b].d) * y[b].d;
-        __m128i s4 = _mm_add_epi32(_mm256_extracti128_si256(sumi, 1), _mm256_castsi256_si128(sumi));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-        const int total = _mm_cvtsi128_si32(s4) - 32 * corr;
-        acc = _mm256_add_ps(acc, _mm256_setr_ps(d * (float) total, 0, 0, 0, 0, 0, 0, 0));
+        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(x[b].d) * y[b].d);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
     return hsum_avx(acc);
 }
@@ -406,6 +522,15 @@ typedef float (*dot_fn)(int64_t n, const void *x, const void *y);
 
 static dot_fn mm_dot(int type, int use_ref) {
     switch (type) {
+    case MM_Q4_0: return use_ref ? pi_qd_dot_q4_0_q8_0x_ref : pi_qd_dot_q4_0_q8_0x;
+    case MM_Q8_0: return use_ref ? pi_qd_dot_q8_0_q8_0x_ref : pi_qd_dot_q8_0_q8_0x;
+    default: return use_ref ? pi_qd_dot_q6_k_q8_k_ref : pi_qd_dot_q6_k_q8_k;
+    }
+}
+
+// The vec_dot functions of the exported API take plain Q8_0 activations.
+static dot_fn api_dot(int type, int use_ref) {
+    switch (type) {
     case MM_Q4_0: return use_ref ? pi_qd_dot_q4_0_q8_0_ref : pi_qd_dot_q4_0_q8_0;
     case MM_Q8_0: return use_ref ? pi_qd_dot_q8_0_q8_0_ref : pi_qd_dot_q8_0_q8_0;
     default: return use_ref ? pi_qd_dot_q6_k_q8_k_ref : pi_qd_dot_q6_k_q8_k;
@@ -429,11 +554,11 @@ static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
         if (x4) {
             const int64_t nb = c->n_cols / PI_QK8_0;
             for (; t + MM_TOK_TILE <= c->n_tokens; t += MM_TOK_TILE) {
-                const pi_block_q8_0 *y = (const pi_block_q8_0 *) (c->xq + t * c->xq_row_bytes);
+                const pi_block_q8_0x *y = (const pi_block_q8_0x *) (c->xq + t * c->xq_row_bytes);
                 for (int64_t r = r0; r < r1; r++) {
                     float s[4];
-                    dot_q4_0_q8_0_x4_avx2(nb, (const pi_block_q4_0 *) (c->w + r * c->w_row_bytes),
-                                          y, nb, s);
+                    dot_q4_0_q8_0x_x4_avx2(nb, (const pi_block_q4_0 *) (c->w + r * c->w_row_bytes),
+                                           y, nb, s);
                     for (int k = 0; k < 4; k++) c->out[(t + k) * c->n_rows + r] = s[k];
                 }
             }
@@ -478,7 +603,7 @@ static int matmul_quant(float *out, const void *w, int type, int64_t n_rows, int
     const int64_t nb = n_cols / blk;
     const size_t w_row_bytes =
         (size_t) nb * (type == MM_Q4_0 ? 18u : type == MM_Q8_0 ? 34u : 210u);
-    const size_t xq_row_bytes = (size_t) nb * (type == MM_Q6_K ? 292u : 34u);
+    const size_t xq_row_bytes = (size_t) nb * (type == MM_Q6_K ? 292u : 40u);
     uint8_t *xq = pi_qd_scratch(xq_row_bytes * (size_t) (n_tokens > 0 ? n_tokens : 1));
     if (!xq) {
         pi_set_error("pi_matmul: out of memory for %lld quantized activation rows",
@@ -488,11 +613,8 @@ static int matmul_quant(float *out, const void *w, int type, int64_t n_rows, int
     for (int64_t t = 0; t < n_tokens; t++) {
         if (type == MM_Q6_K) {
             pi_qd_quantize_q8_k(x + t * n_cols, (pi_block_q8_k *) (xq + t * xq_row_bytes), n_cols);
-        } else if (use_ref) {
-            pi_qd_quantize_q8_0_ref(x + t * n_cols, (pi_block_q8_0 *) (xq + t * xq_row_bytes),
-                                    n_cols);
         } else {
-            pi_qd_quantize_q8_0(x + t * n_cols, (pi_block_q8_0 *) (xq + t * xq_row_bytes), n_cols);
+            pi_qd_quantize_q8_0x(x + t * n_cols, (pi_block_q8_0x *) (xq + t * xq_row_bytes), n_cols);
         }
     }
     mm_ctx c = {out, w, w_row_bytes, xq, xq_row_bytes, n_rows, n_cols, n_tokens, type, use_ref};
@@ -570,7 +692,7 @@ static int vec_dot(int32_t type, int64_t n, const void *x, const void *y, float 
         pi_set_error("pi_vec_dot: unsupported weight type %d", (int) type);
         return PI_ERR_TYPE;
     }
-    *out = mm_dot(type, ref)(n, x, y);
+    *out = api_dot(type, ref)(n, x, y);
     return PI_OK;
 }
 PI_API int pi_vec_dot_quant(int32_t type, int64_t n, const void *x, const void *y, float *out) {

@@ -25,6 +25,16 @@ typedef struct {
 } pi_block_q8_0;
 _Static_assert(sizeof(pi_block_q8_0) == 34, "q8_0 block");
 
+// In-memory activation row for Q4_0/Q8_0 dots: the Q8_0 block of the spec (same d, same codes)
+// with d widened to f32 and 8·Σqs precomputed, so the Q4_0 kernel can use the unsigned nibbles
+// directly: Σ(q−8)·y = Σq·y − 8·Σy.
+typedef struct {
+    float d;     // f32(fp16(amax/127)): exactly the Q8_0 block's scale
+    int32_t s8;  // 8 · Σ qs
+    int8_t qs[32];
+} pi_block_q8_0x;
+_Static_assert(sizeof(pi_block_q8_0x) == 40, "q8_0x block");
+
 typedef struct {
     uint8_t ql[128];
     uint8_t qh[64];
@@ -46,12 +56,19 @@ _Static_assert(sizeof(pi_block_q8_k) == 292, "q8_k block");
 void pi_qd_quantize_q8_0(const float *x, pi_block_q8_0 *y, int64_t n);
 void pi_qd_quantize_q8_0_ref(const float *x, pi_block_q8_0 *y, int64_t n);
 void pi_qd_quantize_q8_k(const float *x, pi_block_q8_k *y, int64_t n);
+// Q8_0 activation quantization (same codes and scale as pi_qd_quantize_q8_0) into q8_0x.
+void pi_qd_quantize_q8_0x(const float *x, pi_block_q8_0x *y, int64_t n);
 
 // Dot products of n elements (n a multiple of the block size); runtime-dispatched and scalar.
 float pi_qd_dot_q4_0_q8_0(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q4_0_q8_0_ref(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q8_0_q8_0(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q8_0_q8_0_ref(int64_t n, const void *x, const void *y);
+// The same dots against q8_0x activations (the fast paths of matmul and the sparse kernels).
+float pi_qd_dot_q4_0_q8_0x(int64_t n, const void *x, const void *y);
+float pi_qd_dot_q4_0_q8_0x_ref(int64_t n, const void *x, const void *y);
+float pi_qd_dot_q8_0_q8_0x(int64_t n, const void *x, const void *y);
+float pi_qd_dot_q8_0_q8_0x_ref(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q6_k_q8_k(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q6_k_q8_k_ref(int64_t n, const void *x, const void *y);
 

@@ -63,22 +63,20 @@ static int wfmt_get(int32_t type, wfmt *f) {
 static size_t row_bytes(const wfmt *f, int64_t n) { return (size_t) (n / f->block) * f->block_bytes; }
 
 // Bytes of one activation row converted to W's vec-dot type: f32 (F32, F16 rounded values kept
-// as f32) or Q8_0 blocks.
+// as f32) or Q8_0 blocks (in the q8_0x in-memory form: same codes, f32 scale, 8·Σq).
 static size_t xrow_bytes(const wfmt *f, int64_t n) {
-    return f->block == 1 ? (size_t) n * 4 : (size_t) (n / 32) * sizeof(pi_block_q8_0);
+    return f->block == 1 ? (size_t) n * 4 : (size_t) (n / 32) * sizeof(pi_block_q8_0x);
 }
 
 // F16 weights: x is rounded to fp16 once (kept as f32 values, exactly representable).
-static void convert_x(const wfmt *f, const float *x, int64_t n, void *dst, int ref) {
+static void convert_x(const wfmt *f, const float *x, int64_t n, void *dst) {
     if (f->type == PI_TYPE_F32) {
         memcpy(dst, x, (size_t) n * 4);
     } else if (f->type == PI_TYPE_F16) {
         float *o = dst;
         for (int64_t i = 0; i < n; i++) o[i] = pi_fp16_to_fp32(pi_fp32_to_fp16(x[i]));
-    } else if (ref) {
-        pi_qd_quantize_q8_0_ref(x, dst, n);
     } else {
-        pi_qd_quantize_q8_0(x, dst, n);
+        pi_qd_quantize_q8_0x(x, dst, n); // same codes as the scalar reference
     }
 }
 
@@ -144,16 +142,16 @@ static float row_dot(int type, int simd, const void *w, const void *x, int64_t n
         switch (type) {
         case PI_TYPE_F32: return dot_f32_avx2(w, x, n);
         case PI_TYPE_F16: return dot_f16_avx2(w, x, n);
-        case PI_TYPE_Q4_0: return pi_qd_dot_q4_0_q8_0(n, w, x);
-        default: return pi_qd_dot_q8_0_q8_0(n, w, x);
+        case PI_TYPE_Q4_0: return pi_qd_dot_q4_0_q8_0x(n, w, x);
+        default: return pi_qd_dot_q8_0_q8_0x(n, w, x);
         }
     }
 #endif
     switch (type) {
     case PI_TYPE_F32: return dot_f32_ref(w, x, n);
     case PI_TYPE_F16: return dot_f16_ref(w, x, n);
-    case PI_TYPE_Q4_0: return pi_qd_dot_q4_0_q8_0_ref(n, w, x);
-    default: return pi_qd_dot_q8_0_q8_0_ref(n, w, x);
+    case PI_TYPE_Q4_0: return pi_qd_dot_q4_0_q8_0x_ref(n, w, x);
+    default: return pi_qd_dot_q8_0_q8_0x_ref(n, w, x);
     }
 }
 
@@ -247,7 +245,7 @@ static int sparse_matmul(const char *name, float *out, const void *w, int32_t ty
     uint8_t *xc = scr(SCR_X, xrow * (size_t) n_tokens);
     int32_t *list = n_tokens == 1 ? scr(SCR_LIST, (size_t) n_rows * 4) : NULL;
     if (!xc || (n_tokens == 1 && !list)) return PI_FAIL(PI_ERR_NOMEM, "%s: out of memory", name);
-    for (int64_t t = 0; t < n_tokens; t++) convert_x(&f, x + t * n_cols, n_cols, xc + t * xrow, ref);
+    for (int64_t t = 0; t < n_tokens; t++) convert_x(&f, x + t * n_cols, n_cols, xc + t * xrow);
     smm_ctx c = {out, w, row_bytes(&f, n_cols), xc, xrow, n_rows, n_cols, n_tokens,
                  pred, threshold, gpu_idx, list, type, !ref && pi_has_avx2()};
     if (n_tokens == 1) {
@@ -659,8 +657,8 @@ PI_API int pi_sparse_ffn(float *out, const float *f, const float *z, int64_t n_t
     if (!xc || !act || !list) return PI_FAIL(PI_ERR_NOMEM, "%s: out of memory", name);
     uint8_t *xu = xc, *xg = share ? xc : xc + xu_row * (size_t) n_tokens;
     for (int64_t t = 0; t < n_tokens; t++) {
-        convert_x(&fu, f + t * n_embd, n_embd, xu + t * xu_row, 0);
-        if (!share) convert_x(&fg, f + t * n_embd, n_embd, xg + t * xg_row, 0);
+        convert_x(&fu, f + t * n_embd, n_embd, xu + t * xu_row);
+        if (!share) convert_x(&fg, f + t * n_embd, n_embd, xg + t * xg_row);
     }
     ffn_ctx c = {act, up, gate, row_bytes(&fu, n_embd), row_bytes(&fg, n_embd), xu, xg, xu_row,
                  xg_row, up_type, kind == 3 ? up_type : gate_type, kind, pi_has_avx2(), n_embd,
