@@ -26,6 +26,7 @@ options:
   -m, --model FNAME         model path (default: built-in demo model)
   -p, --prompt PROMPT       prompt to start generation with
   -f, --file FNAME          read the prompt from a file (one trailing newline removed)
+  -e, --escape              process escapes (\\n, \\r, \\t, \\', \\", \\\\, \\xNN) in the prompt
       --prompt-ids 1,2,3    token ids to use as the prompt instead of text
   -n, --n-predict N         tokens to predict (default 128; -1 = until EOS, shifting a full
                             context; -2 = until the context is full)
@@ -58,6 +59,7 @@ const OPTIONS = {
   model: { type: "string", short: "m" },
   prompt: { type: "string", short: "p" },
   file: { type: "string", short: "f" },
+  escape: { type: "boolean", short: "e" },
   "prompt-ids": { type: "string" },
   "n-predict": { type: "string", short: "n" },
   keep: { type: "string" },
@@ -146,6 +148,22 @@ function normalizeArgs(args: string[]): string[] {
   return out;
 }
 
+/** `-e`: the escapes `main` understands (cli.md §1). */
+function unescape(text: string): string {
+  const simple: Record<string, string> = {
+    n: "\n",
+    r: "\r",
+    t: "\t",
+    "'": "'",
+    '"': '"',
+    "\\": "\\",
+  };
+  return text.replace(/\\(x[0-9a-fA-F]{2}|.)/g, (m, c: string) => {
+    if (c.length === 3) return String.fromCharCode(parseInt(c.slice(1), 16));
+    return simple[c] ?? m;
+  });
+}
+
 /** Runs the CLI; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const normalized = normalizeArgs(args);
@@ -189,6 +207,7 @@ export async function main(args: string[]): Promise<number> {
     if (values.file !== undefined) {
       promptText = (await Deno.readTextFile(values.file as string)).replace(/\n$/, "");
     }
+    if (values.escape && promptText !== undefined) promptText = unescape(promptText);
     let promptIds: number[] | undefined;
     if (values["prompt-ids"] !== undefined) {
       promptIds = String(values["prompt-ids"]).split(",").filter((s) => s.trim() !== "").map(
@@ -214,6 +233,11 @@ export async function main(args: string[]): Promise<number> {
       disableGpuIndex: values["disable-gpu-index"] as boolean | undefined,
     });
     if (values.summary || !values.json) console.error(model.summary());
+    if (model.nCtx > model.config.nCtxTrain) {
+      console.error(
+        `warning: model was trained on only ${model.config.nCtxTrain} context tokens (${model.nCtx} specified)`,
+      );
+    }
     if (model.config.sparse) {
       console.error(`llm_load_print_meta: sparse_pred_threshold = ${model.threshold.toFixed(2)}`);
     }
