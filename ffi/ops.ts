@@ -538,6 +538,26 @@ function quantShape(name: string, type: GgmlType, nRows: number, nCols: number):
   return rowByteLength(type, nCols) * nRows;
 }
 
+function quantArgs(
+  dst: Uint8Array,
+  dstType: GgmlType,
+  src: Uint8Array | Float32Array | Uint16Array,
+  srcType: GgmlType,
+  nRows: number,
+  nCols: number,
+): void {
+  const dstBytes = quantShape("quantizeRows", dstType, nRows, nCols);
+  if (srcType !== 0 && srcType !== 1) {
+    throw new RangeError(`quantizeRows: source type ${ggmlTypeName(srcType)}: expected F32 or F16`);
+  }
+  const srcBytes = nRows * nCols * (srcType === 0 ? 4 : 2);
+  if (dst.byteLength !== dstBytes || src.byteLength !== srcBytes) {
+    throw new RangeError(
+      `quantizeRows [${nRows}, ${nCols}]: dst ${dst.byteLength} bytes (expected ${dstBytes}), src ${src.byteLength} bytes (expected ${srcBytes})`,
+    );
+  }
+}
+
 /**
  * Quantizes `nRows` rows of `nCols` values (F32 or F16 bytes) to `dstType` (F32, F16, Q4_0,
  * Q5_0, Q8_0 reference rounding, Q6_K), threaded; bit-exact with the TS references of
@@ -553,16 +573,7 @@ export function quantizeRows(
   nCols: number,
   options: { fused?: boolean; ref?: boolean } = {},
 ): void {
-  const dstBytes = quantShape("quantizeRows", dstType, nRows, nCols);
-  if (srcType !== 0 && srcType !== 1) {
-    throw new RangeError(`quantizeRows: source type ${ggmlTypeName(srcType)}: expected F32 or F16`);
-  }
-  const srcBytes = nRows * nCols * (srcType === 0 ? 4 : 2);
-  if (dst.byteLength !== dstBytes || src.byteLength !== srcBytes) {
-    throw new RangeError(
-      `quantizeRows [${nRows}, ${nCols}]: dst ${dst.byteLength} bytes (expected ${dstBytes}), src ${src.byteLength} bytes (expected ${srcBytes})`,
-    );
-  }
+  quantArgs(dst, dstType, src, srcType, nRows, nCols);
   const flags = options.fused === false ? 1 : 0;
   const native = openNative();
   const fn = options.ref ? native.pi_quantize_ref : native.pi_quantize;
@@ -570,6 +581,33 @@ export function quantizeRows(
     options.ref ? "pi_quantize_ref" : "pi_quantize",
     fn(dst, dstType, src, srcType, BigInt(nRows), BigInt(nCols), flags),
   );
+}
+
+/**
+ * {@linkcode quantizeRows} on a worker thread: resolves when `dst` is filled. `dst` and `src`
+ * must not be touched until then.
+ */
+export async function quantizeRowsAsync(
+  dst: Uint8Array,
+  dstType: GgmlType,
+  src: Uint8Array | Float32Array | Uint16Array,
+  srcType: GgmlType,
+  nRows: number,
+  nCols: number,
+  options: { fused?: boolean } = {},
+): Promise<void> {
+  quantArgs(dst, dstType, src, srcType, nRows, nCols);
+  const flags = options.fused === false ? 1 : 0;
+  const status = await openNative().pi_quantize_nonblocking(
+    dst,
+    dstType,
+    src,
+    srcType,
+    BigInt(nRows),
+    BigInt(nCols),
+    flags,
+  );
+  check("pi_quantize", status);
 }
 
 /** Widens `nRows` rows of `nCols` values of `srcType` (F32, F16, Q4_0, Q5_0, Q8_0, Q6_K) to f32. */

@@ -354,6 +354,14 @@ export const SYMBOLS = {
     parameters: ["buffer", "i32", "buffer", "i32", "i64", "i64", "i32"],
     result: "i32",
   },
+  // pi_quantize on a Deno worker thread (returns a Promise): quantizeModel overlaps the
+  // quantization of the next tensor with the write of the previous one.
+  pi_quantize_nonblocking: {
+    name: "pi_quantize",
+    parameters: ["buffer", "i32", "buffer", "i32", "i64", "i64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   pi_dequantize: {
     parameters: [
       "buffer", // float *dst           [nRows, nCols]

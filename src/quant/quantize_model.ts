@@ -382,32 +382,52 @@ export async function quantizeModel(
         elapsedMs: performance.now() - t0,
       });
 
-    let scratch = new Uint8Array(0);
-    const produce = (index: number): Uint8Array => {
-      options.signal?.throwIfAborted();
+    // Pipeline: while the writer writes tensor i, tensor i+1 is quantized on a worker thread.
+    // Two output buffers are reused (fresh multi-MB allocations cost a page fault per 4 KiB);
+    // the writer has written a tensor before it asks for the next, so a job may take the buffer
+    // of the tensor returned before the one being written.
+    const buffers = [new Uint8Array(0), new Uint8Array(0)];
+    type Job = { index: number; slot: number; result: Promise<Uint8Array> };
+    let pending: Job | undefined;
+    const startJob = (index: number, slot: number): Job => {
       const entry = plan[index]!;
-      const info = file.tensors[index]!;
       report("start", index);
-      const src = file.tensorData(info);
-      if (entry.action === "copy") return src;
+      const src = file.tensorData(file.tensors[index]!);
+      const done = (bytes: Uint8Array, used = -1): Job => ({
+        index,
+        slot: used,
+        result: Promise.resolve(bytes),
+      });
+      if (entry.action === "copy") return done(src);
+      if (!ops) return done(quantize(entry.dstType, dequantize(entry.srcType, src), { fused }));
       const nCols = entry.ne[0]!;
       const nRows = entry.ne.slice(1).reduce((a, b) => a * b, 1);
-      if (!ops) {
-        return quantize(entry.dstType, dequantize(entry.srcType, src), { fused });
-      }
-      // One output buffer reused for every tensor: the writer has written a tensor before it
-      // asks for the next one, and fresh multi-MB allocations cost a page fault per 4 KiB.
       const byteLength = ops.rowByteLength(entry.dstType, nCols) * nRows;
-      if (scratch.byteLength < byteLength) scratch = new Uint8Array(byteLength);
-      const out = scratch.subarray(0, byteLength);
-      if (entry.action === "quantize") {
-        ops.quantizeRows(out, entry.dstType, src, entry.srcType, nRows, nCols, { fused });
-      } else {
-        const wide = new Float32Array(nRows * nCols);
-        ops.dequantizeRows(wide, src, entry.srcType, nRows, nCols);
-        ops.quantizeRows(out, entry.dstType, wide, GgmlType.F32, nRows, nCols, { fused });
+      if (buffers[slot]!.byteLength < byteLength) buffers[slot] = new Uint8Array(byteLength);
+      const out = buffers[slot]!.subarray(0, byteLength);
+      let input: Uint8Array | Float32Array = src;
+      let inputType = entry.srcType;
+      if (entry.action === "requantize") {
+        input = new Float32Array(nRows * nCols);
+        ops.dequantizeRows(input, src, entry.srcType, nRows, nCols);
+        inputType = GgmlType.F32;
       }
-      return out;
+      const result = ops
+        .quantizeRowsAsync(out, entry.dstType, input, inputType, nRows, nCols, { fused })
+        .then(() => out);
+      result.catch(() => {}); // awaited later; never an unhandled rejection
+      return { index, slot, result };
+    };
+    const produce = async (index: number): Promise<Uint8Array> => {
+      options.signal?.throwIfAborted();
+      const job = pending?.index === index ? pending : startJob(index, 0);
+      pending = undefined;
+      const bytes = await job.result;
+      if (index + 1 < plan.length) {
+        options.signal?.throwIfAborted();
+        pending = startJob(index + 1, job.slot === 0 ? 1 : 0);
+      }
+      return bytes;
     };
 
     const spec: GgufWriteSpec = {
@@ -432,6 +452,8 @@ export async function quantizeModel(
         },
       });
     } catch (error) {
+      // A job still in flight reads the mapping and writes a buffer: let it finish first.
+      if (pending) await pending.result.catch(() => {});
       if (error instanceof QuantizeError) throw error;
       if (options.signal?.aborted && error === options.signal.reason) {
         throw new QuantizeError(`Quantization of "${inputPath}" was aborted; no output written`, {
