@@ -376,3 +376,65 @@ export const SYMBOLS = {
 
 /** The opened symbols. */
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+/** Status added by libpowerinfer_cuda (kernels/cuda/pi_cuda.h): a CUDA runtime failure. */
+export const PI_ERR_CUDA = -7;
+
+/** Symbols of the optional CUDA library (kernels/cuda/pi_cuda.h; `deno task build --cuda`). */
+export const CUDA_SYMBOLS = {
+  pi_cuda_abi_version: { parameters: [], result: "u32" }, // uint32_t pi_cuda_abi_version(void)
+  pi_cuda_last_error: { parameters: [], result: "pointer" }, // const char *(void)
+  pi_cuda_device_count: { parameters: ["buffer"], result: "i32" }, // int (int32_t *count)
+  pi_cuda_malloc: {
+    parameters: [
+      "buffer", // void **d_ptr (out, one u64)
+      "u64", // uint64_t n_bytes
+    ],
+    result: "i32",
+  },
+  pi_cuda_free: { parameters: ["pointer"], result: "i32" }, // int pi_cuda_free(void *d_ptr)
+  pi_cuda_memcpy_h2d: {
+    parameters: [
+      "pointer", // void *d_dst
+      "buffer", // const void *src
+      "u64", // uint64_t n_bytes
+    ],
+    result: "i32",
+  },
+  pi_cuda_memcpy_d2h: {
+    parameters: [
+      "buffer", // void *dst
+      "pointer", // const void *d_src
+      "u64", // uint64_t n_bytes
+    ],
+    result: "i32",
+  },
+  pi_cuda_synchronize: { parameters: [], result: "i32" }, // int pi_cuda_synchronize(void)
+  pi_cuda_rmsnorm_f32: {
+    parameters: [
+      "pointer", // float *d_out        [nRows, nCols]
+      "pointer", // const float *d_x    [nRows, nCols]
+      "pointer", // const float *d_w    [nCols] (NULL: no scale)
+      "i64", // int64_t n_rows
+      "i64", // int64_t n_cols
+      "f32", // float eps
+      "pointer", // cudaStream_t stream (NULL: default)
+    ],
+    result: "i32",
+  },
+  pi_cuda_matmul_f16: {
+    parameters: [
+      "pointer", // float *d_out          [nTokens, nRows]
+      "pointer", // const uint16_t *d_w   [nRows, nCols] fp16
+      "i64", // int64_t n_rows
+      "i64", // int64_t n_cols
+      "pointer", // const float *d_x      [nTokens, nCols]
+      "i64", // int64_t n_tokens
+      "pointer", // cudaStream_t stream (NULL: default)
+    ],
+    result: "i32",
+  },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The opened CUDA symbols. */
+export type CudaSymbols = Deno.DynamicLibrary<typeof CUDA_SYMBOLS>["symbols"];

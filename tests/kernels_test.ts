@@ -20,6 +20,7 @@ import {
   rmsNormRef,
   setThreads,
 } from "../ffi/ops.ts";
+import { CudaBuffer, cudaDeviceCount, cudaMatmulF16, cudaRmsNorm, hasCuda } from "../ffi/cuda.ts";
 import { assertClose, seededRandom } from "./_helpers.ts";
 
 const LENGTHS = [1, 7, 8, 31, 32, 33, 4095];
@@ -296,5 +297,60 @@ for (const n of [0, 1, 7, 8, 33, 4095, 1 << 20]) {
     for (const w of words) want += w;
     for (let i = words.length * 8; i < n; i++) want += BigInt(buf[i]!);
     strictEqual(bandwidthRead(buf, 3), (want * 3n) & 0xffffffffffffffffn);
+  });
+}
+
+// ---- CUDA (kernels/cuda): the same comparisons, only where a GPU and the CUDA build exist ----
+
+Deno.test("cudaDeviceCount() reports a count without throwing, with or without CUDA", () => {
+  const n = cudaDeviceCount();
+  ok(Number.isInteger(n) && n >= 0);
+});
+
+for (const n of LENGTHS) {
+  Deno.test({
+    name: `pi_cuda_rmsnorm_f32 matches pi_rmsnorm_f32_ref at length ${n}`,
+    ignore: !hasCuda(),
+    fn() {
+      const nRows = 3;
+      const x = randomF32(nRows * n, 200 + n, 4), w = randomF32(n, 300 + n);
+      const ref = new Float32Array(x.length), got = new Float32Array(x.length);
+      rmsNormRef(ref, x, w, 1e-5);
+      using dx = CudaBuffer.from(x);
+      using dw = CudaBuffer.from(w);
+      using dOut = CudaBuffer.alloc(x.byteLength);
+      cudaRmsNorm(dOut, dx, dw, nRows, n, 1e-5);
+      dOut.download(got);
+      assertClose(got, ref, NORM_TOLERANCE * maxAbs(ref), "rmsnorm cuda vs ref");
+    },
+  });
+
+  Deno.test({
+    name: `pi_cuda_matmul_f16 matches pi_matmul_ref, n_cols ${n}`,
+    ignore: !hasCuda(),
+    fn() {
+      const nRows = 37, nTokens = 3;
+      const { w, x, wAsF32, xAsF32 } = matmulCase(GgmlType.F16, nRows, n, nTokens);
+      const ref = new Float32Array(nTokens * nRows), got = new Float32Array(nTokens * nRows);
+      matmulRef(ref, w, GgmlType.F16, nRows, n, x, nTokens);
+      using dw = CudaBuffer.from(w);
+      using dx = CudaBuffer.from(x);
+      using dOut = CudaBuffer.alloc(got.byteLength);
+      cudaMatmulF16(dOut, dw, nRows, n, dx, nTokens);
+      dOut.download(got);
+      for (let t = 0; t < nTokens; t++) {
+        for (let r = 0; r < nRows; r++) {
+          const [, mag] = dotOracle(
+            wAsF32.subarray(r * n, (r + 1) * n),
+            xAsF32.subarray(t * n, (t + 1) * n),
+          );
+          const i = t * nRows + r;
+          ok(
+            Math.abs(got[i]! - ref[i]!) <= MATMUL_TOLERANCE * mag,
+            `[${t}, ${r}]: ${got[i]} vs ${ref[i]}`,
+          );
+        }
+      }
+    },
   });
 }
