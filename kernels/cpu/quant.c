@@ -8,8 +8,12 @@
  * GCC with FMA, which fuses Q4_0's `x*id + 8.5f` (and Q5_0's `+ 16.5f`) into one rounding; the
  * fixture tiny.powerinfer.q4_0.gguf carries those bits. So the default (flags 0) evaluates them
  * with fmaf / _mm256_fmadd_ps on purpose, and PI_QUANT_UNFUSED rounds the product first (the
- * spec's portable text). Everything else follows the spec's unfused reference (this library is
- * compiled with -ffp-contract=off). Q6_K is the spec's unfused reference.
+ * spec's portable text). Everything else, Q6_K included, follows the spec's unfused reference
+ * (this library is compiled with -ffp-contract=off); no fixture pins Q6_K, and a GCC build of
+ * PowerInfer may contract some of its products and sums too (spec q4_0.md §3 caveat).
+ *
+ * AVX2 paths: Q4_0 and Q8_0 one block per step (F16C widening); Q6_K's scale search runs one
+ * sub-block per lane with each lane's operation order unchanged; the rest is the scalar code.
  *
  * A tensor is one flat array of blocks (blocks never straddle rows since the row length is a
  * multiple of the block size); pi_parallel_for gives each block to exactly one thread, so the
