@@ -75,7 +75,10 @@ export interface GenerateOptions extends Partial<SamplingParams> {
   nKeep?: number;
 }
 
-/** One generated token and its text (UTF-8 pieces may be held back until complete). */
+/**
+ * One generated token and its text (UTF-8 pieces may be held back until complete). A last
+ * item with id −1 carries text still pending when the stream ends (an incomplete sequence).
+ */
 export interface GeneratedToken {
   readonly id: number;
   readonly text: string;
@@ -366,6 +369,7 @@ export class Model implements Disposable {
     }
     signal?.throwIfAborted();
     this.#busy = true;
+    using pause = signal ? new EventLoopYield() : undefined;
     try {
       const sampler = new Sampler(sampling);
       this.reset();
@@ -376,7 +380,7 @@ export class Model implements Disposable {
       const eos = this.tokenizer.eosId;
       for (let made = 0; maxTokens < 0 || made < maxTokens; made++) {
         if (signal) {
-          await macrotask();
+          await pause!.next(); // lets a timer or an event abort us between tokens
           signal.throwIfAborted();
         }
         const t0 = performance.now();
@@ -466,8 +470,29 @@ function envThreshold(): string | undefined {
   }
 }
 
-function macrotask(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
+/**
+ * Yields to the event loop (timers, I/O, abort events) without setTimeout's clamping: a
+ * message posted to ourselves is a macrotask that runs as soon as the loop gets to it.
+ */
+class EventLoopYield implements Disposable {
+  #channel = new MessageChannel();
+  #resolve: (() => void) | undefined;
+
+  constructor() {
+    this.#channel.port1.onmessage = () => this.#resolve?.();
+  }
+
+  next(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#resolve = resolve;
+      this.#channel.port2.postMessage(0);
+    });
+  }
+
+  [Symbol.dispose](): void {
+    this.#channel.port1.close();
+    this.#channel.port2.close();
+  }
 }
 
 /**
