@@ -151,6 +151,16 @@ Deno.test("Model.generate() shifts a full context and keeps going", async () => 
   deepStrictEqual(model.tokens.slice(0, 4), prompt); // the prompt was kept
 });
 
+Deno.test("Model.eval() and reset() refuse to run inside a generation", async () => {
+  using model = loadModel(DEMO, { nCtx: 32 });
+  for await (const _ of model.generate("A", { maxTokens: 3, temperature: 0 })) {
+    throws(() => model.eval([5]), GenerationError);
+    throws(() => model.reset(), GenerationError);
+    await rejects(() => collect(model.generate("A")), GenerationError);
+  }
+  equal(model.eval([5]).length, model.config.nVocab);
+});
+
 Deno.test("loadModel() onFfnActivation reports every layer for every token", () => {
   const calls: [number, number, number][] = [];
   using model = loadModel(DEMO, {

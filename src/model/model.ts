@@ -222,6 +222,11 @@ export class Model implements Disposable {
   /** Empties the context (the KV cache). */
   reset(): void {
     this.#assertOpen();
+    if (this.#busy) throw new GenerationError("reset() cannot run while generate() is running");
+    this.#clear();
+  }
+
+  #clear(): void {
     this.#cache.clear();
     this.#tokens = [];
   }
@@ -237,6 +242,11 @@ export class Model implements Disposable {
    */
   eval(ids: readonly number[]): Float32Array {
     this.#assertOpen();
+    if (this.#busy) throw new GenerationError("eval() cannot run while generate() is running");
+    return this.#eval(ids);
+  }
+
+  #eval(ids: readonly number[]): Float32Array {
     if (ids.length === 0) throw new RangeError("eval() needs at least one token");
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= this.config.nVocab) {
@@ -289,6 +299,13 @@ export class Model implements Disposable {
    */
   shiftContext(nKeep = 0): number {
     this.#assertOpen();
+    if (this.#busy) {
+      throw new GenerationError("shiftContext() cannot run while generate() is running");
+    }
+    return this.#shift(nKeep);
+  }
+
+  #shift(nKeep: number): number {
     const nPast = this.#tokens.length;
     const nDiscard = Math.floor((nPast - nKeep - 1) / 2);
     if (nKeep < 0 || nDiscard <= 0) {
@@ -372,9 +389,9 @@ export class Model implements Disposable {
     using pause = signal ? new EventLoopYield() : undefined;
     try {
       const sampler = new Sampler(sampling);
-      this.reset();
+      this.#clear();
       for (const id of ids) sampler.accept(id);
-      let logits = this.eval(ids);
+      let logits = this.#eval(ids);
       // The pieces continue the prompt: keep their leading spaces (main prints raw pieces).
       const decoder = this.tokenizer.createStreamDecoder({ stripLeadingSpace: false });
       const eos = this.tokenizer.eosId;
@@ -399,10 +416,10 @@ export class Model implements Disposable {
         if (this.#tokens.length >= this.nCtx) {
           if (!contextShift) break;
           const nKeep = keepOption < 0 || keepOption > ids.length ? ids.length : keepOption;
-          this.shiftContext(nKeep);
+          this.#shift(nKeep);
         }
         signal?.throwIfAborted();
-        logits = this.eval([id]);
+        logits = this.#eval([id]);
       }
       const rest = decoder.flush();
       if (rest) yield { id: -1, text: rest };
