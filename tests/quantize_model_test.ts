@@ -370,3 +370,25 @@ Deno.test("quantizeMain() reads IN [OUT] TYPE [NTHREADS] like PowerInfer's quant
     equal(await quantizeMain([input, `${dir}/o.gguf`], quiet, (l) => errors.push(l)), 1);
     ok(errors[0]!.startsWith("error: Missing TYPE"));
   }));
+
+Deno.test({
+  name: "deno task quantize fails cleanly when a write fails mid-file (file size limit)",
+  ignore: Deno.build.os === "windows" || !hasSharedFixture(TINY_F16),
+  fn: () =>
+    withTempDir(async (dir) => {
+      // RLIMIT_FSIZE makes write() fail with EFBIG after ~1 MB, like a full disk would with
+      // ENOSPC; SIGXFSZ is ignored so the process sees the error instead of dying.
+      const cli = new URL("../src/cli/quantize.ts", import.meta.url).pathname;
+      const script =
+        `trap "" XFSZ; ulimit -f 1000; exec "$0" run -A "$1" --no-progress "$2" "$3" Q4_0`;
+      const { code, stderr } = await new Deno.Command("bash", {
+        args: ["-c", script, Deno.execPath(), cli, sharedFixture(TINY_F16), `${dir}/out.gguf`],
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      const message = new TextDecoder().decode(stderr);
+      equal(code, 1, message);
+      ok(/error: Cannot write .*no output written/.test(message), message);
+      deepStrictEqual([...Deno.readDirSync(dir)], []);
+    }),
+});
