@@ -390,40 +390,55 @@ PI_TARGET_AVX2 static void axpy_rows_avx2(const sax_ctx *c, float *o, int64_t e0
         }
         return;
     }
+    // Q4_0 / Q8_0: out[k] += (q_k − 8 or q_k) · (b·(dx·s)); four rows per pass share the loads
+    // and stores of `out`, and every element still takes the rows in ascending order.
     const int q4 = c->type == PI_TYPE_Q4_0;
-    const __m256i low = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
-    for (; e < e1; e++) {
-        const uint8_t *row = c->w + (size_t) c->list[e] * c->wrow;
-        const __m256 m0 = _mm256_set1_ps(c->m[e]);
-        const float se = c->s[e];
-        for (int64_t b = c0 / 32; b < c1 / 32; b++) {
-            __m256i q;
-            float dx;
-            if (q4) {
-                const pi_block_q4_0 *wb = (const pi_block_q4_0 *) row + b;
-                const __m128i t = _mm_loadu_si128((const __m128i *) wb->qs);
-                q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), low);
-                q = _mm256_sub_epi8(q, eight);
-                dx = _cvtsh_ss(wb->d);
-            } else {
-                const pi_block_q8_0 *wb = (const pi_block_q8_0 *) row + b;
-                q = _mm256_loadu_si256((const __m256i *) wb->qs);
-                dx = _cvtsh_ss(wb->d);
-            }
-            const __m256 ds = _mm256_set1_ps(dx * se);
-            const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    const __m256i low = _mm256_set1_epi32(0x0f), eight = _mm256_set1_epi32(8);
+    const int64_t b0 = c0 / 32, b1 = c1 / 32;
+    for (; e < e1; e += 4) {
+        const int nr = e1 - e < 4 ? (int) (e1 - e) : 4;
+        const uint8_t *row[4];
+        float ms[4];
+        for (int k = 0; k < 4; k++) {
+            const int64_t ek = e + (k < nr ? k : 0);
+            row[k] = c->w + (size_t) c->list[ek] * c->wrow;
+            ms[k] = k < nr ? c->m[ek] * c->s[ek] : 0.0f;
+        }
+        for (int64_t b = b0; b < b1; b++) {
             float *ob = o + b * 32;
-            // (q·b) is exact in f32; then one fused multiply-add with dx·s
-            const __m256 p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), m0);
-            const __m256 p1 = _mm256_mul_ps(
-                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), m0);
-            const __m256 p2 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), m0);
-            const __m256 p3 = _mm256_mul_ps(
-                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), m0);
-            _mm256_storeu_ps(ob, _mm256_fmadd_ps(p0, ds, _mm256_loadu_ps(ob)));
-            _mm256_storeu_ps(ob + 8, _mm256_fmadd_ps(p1, ds, _mm256_loadu_ps(ob + 8)));
-            _mm256_storeu_ps(ob + 16, _mm256_fmadd_ps(p2, ds, _mm256_loadu_ps(ob + 16)));
-            _mm256_storeu_ps(ob + 24, _mm256_fmadd_ps(p3, ds, _mm256_loadu_ps(ob + 24)));
+            __m256 v0 = _mm256_loadu_ps(ob), v1 = _mm256_loadu_ps(ob + 8);
+            __m256 v2 = _mm256_loadu_ps(ob + 16), v3 = _mm256_loadu_ps(ob + 24);
+            for (int k = 0; k < nr; k++) {
+                __m256i i0, i1, i2, i3;
+                float dx;
+                if (q4) {
+                    const pi_block_q4_0 *wb = (const pi_block_q4_0 *) row[k] + b;
+                    const __m256i r0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) wb->qs));
+                    const __m256i r1 =
+                        _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) (wb->qs + 8)));
+                    i0 = _mm256_sub_epi32(_mm256_and_si256(r0, low), eight);
+                    i1 = _mm256_sub_epi32(_mm256_and_si256(r1, low), eight);
+                    i2 = _mm256_sub_epi32(_mm256_srli_epi32(r0, 4), eight);
+                    i3 = _mm256_sub_epi32(_mm256_srli_epi32(r1, 4), eight);
+                    dx = _cvtsh_ss(wb->d);
+                } else {
+                    const pi_block_q8_0 *wb = (const pi_block_q8_0 *) row[k] + b;
+                    i0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *) wb->qs));
+                    i1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *) (wb->qs + 8)));
+                    i2 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *) (wb->qs + 16)));
+                    i3 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *) (wb->qs + 24)));
+                    dx = _cvtsh_ss(wb->d);
+                }
+                const __m256 cc = _mm256_set1_ps(dx * ms[k]);
+                v0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), cc, v0);
+                v1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), cc, v1);
+                v2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i2), cc, v2);
+                v3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i3), cc, v3);
+            }
+            _mm256_storeu_ps(ob, v0);
+            _mm256_storeu_ps(ob + 8, v1);
+            _mm256_storeu_ps(ob + 16, v2);
+            _mm256_storeu_ps(ob + 24, v3);
         }
     }
 }
