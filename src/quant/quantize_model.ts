@@ -340,10 +340,11 @@ export async function quantizeModel(
     });
   }
   const ops = options.backend === "ref" ? undefined : native;
+  let threadsBefore: number | undefined;
   if (ops) {
     try {
+      threadsBefore = ops.getThreads();
       if (options.threads !== undefined) ops.setThreads(options.threads);
-      else ops.getThreads();
     } catch (cause) {
       throw new QuantizeError(`Cannot use the native kernels: ${(cause as Error).message}`, {
         cause,
@@ -354,6 +355,7 @@ export async function quantizeModel(
   try {
     file = openGguf(inputPath);
   } catch (cause) {
+    if (threadsBefore !== undefined) ops?.setThreads(threadsBefore);
     throw new QuantizeError(`Cannot open input "${inputPath}": ${(cause as Error).message}`, {
       cause,
     });
@@ -393,9 +395,9 @@ export async function quantizeModel(
       const entry = plan[index]!;
       report("start", index);
       const src = file.tensorData(file.tensors[index]!);
-      const done = (bytes: Uint8Array, used = -1): Job => ({
+      const done = (bytes: Uint8Array): Job => ({
         index,
-        slot: used,
+        slot: -1,
         result: Promise.resolve(bytes),
       });
       if (entry.action === "copy") return done(src);
@@ -476,5 +478,8 @@ export async function quantizeModel(
     };
   } finally {
     file.close();
+    if (threadsBefore !== undefined && options.threads !== undefined) {
+      ops?.setThreads(threadsBefore);
+    }
   }
 }
