@@ -41,6 +41,12 @@ static void *scr(int slot, size_t bytes) {
     return p;
 }
 
+// Gathered rows are scattered through memory (latency-bound): fetch a row a few rows ahead.
+enum { PF_AHEAD = 4 };
+static inline void prefetch_row(const uint8_t *p, size_t bytes) {
+    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Weight formats
 
@@ -176,6 +182,7 @@ static void smm_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
     const smm_ctx *c = vc;
     for (int64_t i = i0; i < i1; i++) {
+        if (i + PF_AHEAD < i1) prefetch_row(c->w + (size_t) c->list[i + PF_AHEAD] * c->wrow, c->wrow);
         const int64_t r = c->list[i];
         c->out[r] = row_dot(c->type, c->simd, c->w + (size_t) r * c->wrow, c->xc, c->n_cols);
     }
@@ -403,6 +410,11 @@ PI_TARGET_AVX2 static void axpy_rows_avx2(const sax_ctx *c, float *o, int64_t e0
             const int64_t ek = e + (k < nr ? k : 0);
             row[k] = c->w + (size_t) c->list[ek] * c->wrow;
             ms[k] = k < nr ? c->m[ek] * c->s[ek] : 0.0f;
+            if (e + 8 + k < e1) {
+                const size_t bb = q4 ? 18 : 34;
+                prefetch_row(c->w + (size_t) c->list[e + 8 + k] * c->wrow + (size_t) b0 * bb,
+                             (size_t) (b1 - b0) * bb);
+            }
         }
         for (int64_t b = b0; b < b1; b++) {
             float *ob = o + b * 32;
@@ -613,7 +625,14 @@ static inline float ffn_neuron(const ffn_ctx *c, int64_t t, int64_t j) {
 static void ffn_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
     const ffn_ctx *c = vc;
-    for (int64_t i = i0; i < i1; i++) c->act[c->list[i]] = ffn_neuron(c, 0, c->list[i]);
+    for (int64_t i = i0; i < i1; i++) {
+        if (i + PF_AHEAD < i1) {
+            const size_t j = (size_t) c->list[i + PF_AHEAD];
+            if (c->kind != 3) prefetch_row(c->gate + j * c->gate_row, c->gate_row);
+            prefetch_row(c->up + j * c->up_row, c->up_row);
+        }
+        c->act[c->list[i]] = ffn_neuron(c, 0, c->list[i]);
+    }
 }
 
 static void ffn_rows_task(void *vc, int64_t r0, int64_t r1, int thread_index) {
