@@ -45,6 +45,9 @@ options:
   -s, --seed N              RNG seed (default -1 = from the clock)
       --ignore-eos          keep generating after end of text
       --memory-f32          f32 KV cache instead of f16
+      --rope-freq-base F    RoPE base frequency (default: from the model)
+      --rope-freq-scale F   RoPE frequency scale (default: from the model)
+      --rope-scale N        RoPE context scale: --rope-freq-scale 1/N
       --json                print one JSON object {prompt_ids, generated_ids, text, timings}
       --vram-budget G       VRAM budget in GiB for hot neurons (CPU build: ignored, warns)
       --reset-gpu-index     regenerate the GPU index
@@ -77,6 +80,9 @@ const OPTIONS = {
   seed: { type: "string", short: "s" },
   "ignore-eos": { type: "boolean" },
   "memory-f32": { type: "boolean" },
+  "rope-freq-base": { type: "string" },
+  "rope-freq-scale": { type: "string" },
+  "rope-scale": { type: "string" },
   json: { type: "boolean" },
   "vram-budget": { type: "string" },
   "reset-gpu-index": { type: "boolean" },
@@ -228,6 +234,9 @@ export async function main(args: string[]): Promise<number> {
       nCtx: num(values, "ctx-size", true),
       nBatch: num(values, "batch-size", true),
       kvType: values["memory-f32"] ? "f32" : "f16",
+      ropeFreqBase: num(values, "rope-freq-base", false),
+      ropeFreqScale: num(values, "rope-freq-scale", false) ??
+        (values["rope-scale"] !== undefined ? 1 / num(values, "rope-scale", false)! : undefined),
       vramBudget,
       resetGpuIndex: values["reset-gpu-index"] as boolean | undefined,
       disableGpuIndex: values["disable-gpu-index"] as boolean | undefined,

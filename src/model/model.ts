@@ -43,6 +43,10 @@ export interface LoadModelOptions {
   kvType?: KvType;
   /** Predictor threshold; overrides env `LLAMA_SPARSE_PRED_THRESHOLD` and the file key. */
   sparseThreshold?: number;
+  /** RoPE frequency base override (`--rope-freq-base`; default: the file's, else 10000). */
+  ropeFreqBase?: number;
+  /** RoPE frequency scale override (`--rope-freq-scale`; default: 1 / the file's factor). */
+  ropeFreqScale?: number;
   /** Compute backend (default: the CPU kernels). Tests may pass another one. */
   backend?: Backend;
   /** Per-layer hot-neuron masks (1 = hot, skipped on the CPU), from the GPU index. */
@@ -127,7 +131,15 @@ export class Model implements Disposable {
   constructor(path: string, file: GgufFile, options: LoadModelOptions, t0: number) {
     this.path = path;
     this.#file = file;
-    const c = readModelConfig(file);
+    const fileConfig = readModelConfig(file);
+    const c: ModelConfig = {
+      ...fileConfig,
+      ropeFreqBase: options.ropeFreqBase ?? fileConfig.ropeFreqBase,
+      ropeFreqScale: options.ropeFreqScale ?? fileConfig.ropeFreqScale,
+    };
+    if (!(c.ropeFreqBase > 0) || !(c.ropeFreqScale > 0)) {
+      throw new RangeError(`RoPE base ${c.ropeFreqBase} and scale ${c.ropeFreqScale} must be > 0`);
+    }
     this.config = c;
     this.tokenizer = tokenizerFromGguf(file);
     this.#weights = c.arch === "falcon"
