@@ -231,7 +231,7 @@ export async function main(args: string[]): Promise<number> {
 
     using model = loadModel(demo ? DEMO_MODEL : values.model as string, {
       threads: num(values, "threads", true),
-      nCtx: num(values, "ctx-size", true),
+      nCtx: num(values, "ctx-size", true) ?? (demo ? 0 : undefined), // demo: its own 256
       nBatch: num(values, "batch-size", true),
       kvType: values["memory-f32"] ? "f32" : "f16",
       ropeFreqBase: num(values, "rope-freq-base", false),

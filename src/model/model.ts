@@ -470,8 +470,20 @@ export class Model implements Disposable {
         mib(mem.kvCache)
       } (${this.#cache.type})`,
       `backend:     ${this.#backend.name}`,
+      ...(c.sparse ? [`ffn split:   ${this.#splitSummary()}`] : []),
     ];
     return lines.join("\n");
+  }
+
+  #splitSummary(): string {
+    const masks = this.#ctx.gpuIdx;
+    if (!masks || !this.#ctx.hot) return "every neuron cold (CPU)";
+    let hot = 0;
+    for (const m of masks) if (m) { for (const v of m) hot += v; }
+    const total = this.config.nLayer * this.config.nFf;
+    return `${hot} of ${total} neurons hot (${
+      ((100 * hot) / total).toFixed(1)
+    }%), the rest on the CPU`;
   }
 
   /** Unmaps the file and drops the buffers (idempotent). */
