@@ -44,7 +44,14 @@ export function teacherForce(
     for (const [id, v] of top) {
       const d = check(logits[id]!, v);
       worst = Math.max(worst, d);
-      ok(d <= tol, `step ${s} token ${id}: ours ${logits[id]}, reference ${v}, diff ${d} > ${tol}`);
+      ok(
+        d <= tol,
+        `step ${s} token ${id}: ours ${logits[id]}, reference ${v}, diff ${d} > ${tol}` +
+          // Sparse files amplify last-bit differences: a predictor output within rounding of
+          // the threshold flips a neuron. Q4_0 files match PowerInfer to ~1e-6 only while the
+          // Q4_0·Q8_0 dot keeps ggml's AVX2 arithmetic (per-lane (q−8)·y sums, FMA per block).
+          " (last-bit changes in a dot product flip predictor decisions near the threshold)",
+      );
     }
     logits = model.eval([expected]);
   }
