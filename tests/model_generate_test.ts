@@ -211,6 +211,17 @@ Deno.test({
   },
 });
 
+Deno.test("deno task run --no-dummy-prefix tokenizes the prompt like PowerInfer main", async () => {
+  const cli = fileURLToPath(new URL("../src/cli/run.ts", import.meta.url));
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, "--json", "-p", "A", "--no-dummy-prefix", "-n", "2", "--temp", "0"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  deepStrictEqual(JSON.parse(new TextDecoder().decode(out.stdout)).prompt_ids, [1, 970]);
+});
+
 Deno.test("deno task run rejects unknown arguments with exit code 1", async () => {
   const cli = fileURLToPath(new URL("../src/cli/run.ts", import.meta.url));
   const out = await new Deno.Command(Deno.execPath(), {

@@ -28,6 +28,7 @@ options:
   -f, --file FNAME          read the prompt from a file (one trailing newline removed)
   -e, --escape              process escapes (\\n, \\r, \\t, \\', \\", \\\\, \\xNN) in the prompt
       --prompt-ids 1,2,3    token ids to use as the prompt instead of text
+      --no-dummy-prefix     tokenize like PowerInfer main (no SentencePiece leading space)
   -n, --n-predict N         tokens to predict (default 128; -1 = until EOS, shifting a full
                             context; -2 = until the context is full)
       --keep N              prompt tokens kept when the context shifts (default 0; -1 = all)
@@ -64,6 +65,7 @@ const OPTIONS = {
   file: { type: "string", short: "f" },
   escape: { type: "boolean", short: "e" },
   "prompt-ids": { type: "string" },
+  "no-dummy-prefix": { type: "boolean" },
   "n-predict": { type: "string", short: "n" },
   keep: { type: "string" },
   threads: { type: "string", short: "t" },
@@ -250,7 +252,10 @@ export async function main(args: string[]): Promise<number> {
     if (model.config.sparse) {
       console.error(`llm_load_print_meta: sparse_pred_threshold = ${model.threshold.toFixed(2)}`);
     }
-    const ids = promptIds ?? model.tokenize(promptText!, { parseSpecial: true });
+    const ids = promptIds ?? model.tokenize(promptText!, {
+      parseSpecial: true,
+      dummyPrefix: !values["no-dummy-prefix"],
+    });
     const abort = new AbortController();
     const onSignal = () => abort.abort(new Error("interrupted"));
     try {
