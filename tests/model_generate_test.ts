@@ -161,6 +161,19 @@ Deno.test("Model.eval() and reset() refuse to run inside a generation", async ()
   equal(model.eval([5]).length, model.config.nVocab);
 });
 
+Deno.test("Model.generate() runs inside a Worker with the same result", async () => {
+  const worker = new Worker(new URL("./_model_worker.ts", import.meta.url), { type: "module" });
+  const fromWorker = await new Promise<number[]>((resolve, reject) => {
+    worker.onmessage = (e) => resolve(e.data);
+    worker.onerror = (e) => reject(e);
+    worker.postMessage({ path: DEMO, prompt: "A" });
+  });
+  worker.terminate();
+  using model = loadModel(DEMO, { nCtx: 64 });
+  const { ids } = await collect(model.generate("A", { maxTokens: 8, temperature: 0 }));
+  deepStrictEqual(fromWorker, ids);
+});
+
 Deno.test("loadModel() onFfnActivation reports every layer for every token", () => {
   const calls: [number, number, number][] = [];
   using model = loadModel(DEMO, {
