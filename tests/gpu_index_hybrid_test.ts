@@ -231,3 +231,28 @@ Deno.test("gpuIndexForLoad() ignores the budget without a hot side and resolves 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("loadModel({ vramBudget, hot }) reuses the index next to the model and splits the FFN", async () => {
+  const { dir, path } = await modelDir(
+    "fortune-relu/fortune-relu.powerinfer.gguf",
+    "fortune-relu/activation",
+  );
+  try {
+    using file = openGguf(path);
+    const vramBudget = budgetFor(path, 1024);
+    // The hot side must hold the same neurons the engine will skip: make the index first...
+    const made = resolveGpuIndex(path, file, { vramBudget, ...RUN });
+    strictEqual(made.status, "generated");
+    const mtime = Deno.statSync(made.path!).mtime!.getTime();
+    const hot = new TsHotFfn(file, made.index!.layers);
+    // ...then the engine's policy finds it (same budget) and uses it.
+    using split = loadModel(path, { ...RUN, vramBudget, hot });
+    using cpu = loadModel(path, RUN);
+    ok(/1024 of 4096 neurons hot/.test(split.summary()), split.summary());
+    assertClose(split.eval([1, 450, 900, 17]), cpu.eval([1, 450, 900, 17]), 1e-2, "logits");
+    ok(hot.contributed > 0);
+    strictEqual(Deno.statSync(made.path!).mtime!.getTime(), mtime); // reused, not rewritten
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
