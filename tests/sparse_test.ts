@@ -52,7 +52,7 @@ function withThreads<T>(n: number, fn: () => T): T {
 const maxAbs = (a: Float32Array) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 1);
 
 for (const type of TYPES) {
-  for (const [nRows, nCols, nTokens] of [[70, 96, 1], [33, 64, 3], [1, 32, 2]]) {
+  for (const [nRows, nCols, nTokens] of [[70, 96, 1], [33, 288, 3], [1, 32, 2], [9, 2080, 1]]) {
     const what = `${GgmlType[type]} ${nRows}x${nCols}, ${nTokens} tokens`;
     Deno.test(`sparseMatmul() ${what} matches its twin and zeroes skipped rows`, () => {
       const w = weights(nRows * nCols + type, type, nRows, nCols);

@@ -96,19 +96,21 @@ void pi_qd_quantize_q8_0(const float *x, pi_block_q8_0 *y, int64_t n) {
     pi_qd_quantize_q8_0_ref(x, y, n);
 }
 
-void pi_qd_quantize_q8_0x(const float *x, pi_block_q8_0x *y, int64_t n) {
-    pi_block_q8_0 tmp[8];
+void pi_qd_quantize_q8_0x(const float *x, void *row, int64_t n) {
     const int64_t nb = n / PI_QK8_0;
+    int8_t *qs = (int8_t *) row;
+    float *d = (float *) ((uint8_t *) row + nb * 32);
+    int32_t *s8 = (int32_t *) ((uint8_t *) row + nb * 36);
+    pi_block_q8_0 tmp[8];
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         const int64_t m = nb - b0 < 8 ? nb - b0 : 8;
         pi_qd_quantize_q8_0(x + b0 * PI_QK8_0, tmp, m * PI_QK8_0);
         for (int64_t k = 0; k < m; k++) {
-            pi_block_q8_0x *o = &y[b0 + k];
-            o->d = pi_fp16_to_fp32(tmp[k].d);
-            int s = 0;
-            for (int j = 0; j < 32; j++) s += tmp[k].qs[j];
-            o->s8 = 8 * s;
-            memcpy(o->qs, tmp[k].qs, 32);
+            d[b0 + k] = pi_fp16_to_fp32(tmp[k].d);
+            int sum = 0;
+            for (int j = 0; j < 32; j++) sum += tmp[k].qs[j];
+            s8[b0 + k] = 8 * sum;
+            memcpy(qs + (b0 + k) * 32, tmp[k].qs, 32);
         }
     }
 }
@@ -220,28 +222,31 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0_avx2(int64_t
 
 float pi_qd_dot_q4_0_q8_0x_ref(int64_t n, const void *vx, const void *vy) {
     const pi_block_q4_0 *x = vx;
-    const pi_block_q8_0x *y = vy;
     const int64_t nb = n / PI_QK8_0;
+    const int8_t *yq = pi_q8_0x_qs(vy);
+    const float *yd = pi_q8_0x_d(vy, nb);
     float sumf = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         int sumi = 0;
         for (int j = 0; j < 16; j++) {
-            sumi += ((x[b].qs[j] & 0x0f) - 8) * y[b].qs[j] + ((x[b].qs[j] >> 4) - 8) * y[b].qs[j + 16];
+            sumi += ((x[b].qs[j] & 0x0f) - 8) * yq[b * 32 + j] +
+                    ((x[b].qs[j] >> 4) - 8) * yq[b * 32 + j + 16];
         }
-        sumf += (pi_fp16_to_fp32(x[b].d) * y[b].d) * (float) sumi;
+        sumf += (pi_fp16_to_fp32(x[b].d) * yd[b]) * (float) sumi;
     }
     return sumf;
 }
 
 float pi_qd_dot_q8_0_q8_0x_ref(int64_t n, const void *vx, const void *vy) {
     const pi_block_q8_0 *x = vx;
-    const pi_block_q8_0x *y = vy;
     const int64_t nb = n / PI_QK8_0;
+    const int8_t *yq = pi_q8_0x_qs(vy);
+    const float *yd = pi_q8_0x_d(vy, nb);
     float sumf = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         int sumi = 0;
-        for (int j = 0; j < 32; j++) sumi += x[b].qs[j] * y[b].qs[j];
-        sumf += (pi_fp16_to_fp32(x[b].d) * y[b].d) * (float) sumi;
+        for (int j = 0; j < 32; j++) sumi += x[b].qs[j] * yq[b * 32 + j];
+        sumf += (pi_fp16_to_fp32(x[b].d) * yd[b]) * (float) sumi;
     }
     return sumf;
 }
@@ -253,70 +258,85 @@ __attribute__((target("avx2,fma,f16c"))) static inline __m256i nibbles_q4_0(cons
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f));
 }
 
-// Σ (q−8)·y of one block as 8 int32 lanes: maddubs(q unsigned, y signed) − 8·Σy in lane 0.
-__attribute__((target("avx2,fma,f16c"))) static inline __m256i dot_q4_block(
-    __m256i q, const pi_block_q8_0x *y) {
-    const __m256i p = _mm256_madd_epi16(
-        _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *) y->qs)),
-        _mm256_set1_epi16(1));
-    return _mm256_sub_epi32(p, _mm256_zextsi128_si256(_mm_cvtsi32_si128(y->s8)));
+// Exact Σq·y of 8 consecutive blocks, one block per int32 lane (an hadd tree of the 8 partial
+// vectors), so the scales of 8 blocks are applied with one convert and one FMA.
+__attribute__((target("avx2,fma,f16c"))) static inline __m256i sums8(const __m256i p[8]) {
+    const __m256i h01 = _mm256_hadd_epi32(p[0], p[1]), h23 = _mm256_hadd_epi32(p[2], p[3]);
+    const __m256i h45 = _mm256_hadd_epi32(p[4], p[5]), h67 = _mm256_hadd_epi32(p[6], p[7]);
+    const __m256i a = _mm256_hadd_epi32(h01, h23), b = _mm256_hadd_epi32(h45, h67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20),
+                            _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+// fp16 scales of 8 consecutive blocks (stride `bytes`) as f32.
+__attribute__((target("avx2,fma,f16c"))) static inline __m256 scales8(const uint8_t *p,
+                                                                      size_t bytes) {
+    uint16_t h[8];
+    for (int k = 0; k < 8; k++) memcpy(&h[k], p + k * bytes, 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) h));
 }
 
 __attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0x_avx2(int64_t n,
                                                                            const void *vx,
                                                                            const void *vy) {
     const pi_block_q4_0 *x = vx;
-    const pi_block_q8_0x *y = vy;
     const int64_t nb = n / PI_QK8_0;
+    const int8_t *yq = pi_q8_0x_qs(vy);
+    const float *yd = pi_q8_0x_d(vy, nb);
+    const int32_t *ys8 = pi_q8_0x_s8(vy, nb);
+    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const __m256i p = dot_q4_block(nibbles_q4_0(x[b].qs), &y[b]);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * y[b].d), _mm256_cvtepi32_ps(p),
-                              acc);
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        __m256i p[8];
+        for (int k = 0; k < 8; k++) {
+            p[k] = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(nibbles_q4_0(x[b + k].qs),
+                                     _mm256_loadu_si256((const __m256i *) (yq + (b + k) * 32))),
+                ones);
+        }
+        const __m256i s = _mm256_sub_epi32(sums8(p), _mm256_loadu_si256((const __m256i *) (ys8 + b)));
+        const __m256 d = _mm256_mul_ps(scales8((const uint8_t *) &x[b].d, sizeof(pi_block_q4_0)),
+                                       _mm256_loadu_ps(yd + b));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
     }
-    return hsum_avx(acc);
-}
-
-// One Q4_0 row against 4 q8_0x activation rows (stride ys blocks): same bits per token as
-// dot_q4_0_q8_0x_avx2, the nibbles unpacked once.
-__attribute__((target("avx2,fma,f16c"))) static void dot_q4_0_q8_0x_x4_avx2(
-    int64_t nb, const pi_block_q4_0 *x, const pi_block_q8_0x *y, int64_t ys, float *s) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const __m256i q = nibbles_q4_0(x[b].qs);
-        const float dx = _cvtsh_ss(x[b].d);
-        const pi_block_q8_0x *y0 = y + b, *y1 = y + ys + b, *y2 = y + 2 * ys + b;
-        const pi_block_q8_0x *y3 = y + 3 * ys + b;
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx * y0->d), _mm256_cvtepi32_ps(dot_q4_block(q, y0)),
-                               acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dx * y1->d), _mm256_cvtepi32_ps(dot_q4_block(q, y1)),
-                               acc1);
-        acc2 = _mm256_fmadd_ps(_mm256_set1_ps(dx * y2->d), _mm256_cvtepi32_ps(dot_q4_block(q, y2)),
-                               acc2);
-        acc3 = _mm256_fmadd_ps(_mm256_set1_ps(dx * y3->d), _mm256_cvtepi32_ps(dot_q4_block(q, y3)),
-                               acc3);
+    float sumf = hsum_avx(acc);
+    for (; b < nb; b++) { // tail blocks one by one, exact integer sums
+        int sumi = -ys8[b];
+        for (int j = 0; j < 16; j++) {
+            sumi += (x[b].qs[j] & 0x0f) * yq[b * 32 + j] + (x[b].qs[j] >> 4) * yq[b * 32 + j + 16];
+        }
+        sumf += (_cvtsh_ss(x[b].d) * yd[b]) * (float) sumi;
     }
-    s[0] = hsum_avx(acc0);
-    s[1] = hsum_avx(acc1);
-    s[2] = hsum_avx(acc2);
-    s[3] = hsum_avx(acc3);
+    return sumf;
 }
 
 __attribute__((target("avx2,fma,f16c"))) static float dot_q8_0_q8_0x_avx2(int64_t n,
                                                                            const void *vx,
                                                                            const void *vy) {
     const pi_block_q8_0 *x = vx;
-    const pi_block_q8_0x *y = vy;
     const int64_t nb = n / PI_QK8_0;
+    const int8_t *yq = pi_q8_0x_qs(vy);
+    const float *yd = pi_q8_0x_d(vy, nb);
     __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const __m256i p = dot_i8(_mm256_loadu_si256((const __m256i *) x[b].qs),
-                                 _mm256_loadu_si256((const __m256i *) y[b].qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * y[b].d), _mm256_cvtepi32_ps(p),
-                              acc);
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        __m256i p[8];
+        for (int k = 0; k < 8; k++) {
+            p[k] = dot_i8(_mm256_loadu_si256((const __m256i *) x[b + k].qs),
+                          _mm256_loadu_si256((const __m256i *) (yq + (b + k) * 32)));
+        }
+        const __m256 d = _mm256_mul_ps(scales8((const uint8_t *) &x[b].d, sizeof(pi_block_q8_0)),
+                                       _mm256_loadu_ps(yd + b));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums8(p)), acc);
     }
-    return hsum_avx(acc);
+    float sumf = hsum_avx(acc);
+    for (; b < nb; b++) {
+        int sumi = 0;
+        for (int j = 0; j < 32; j++) sumi += x[b].qs[j] * yq[b * 32 + j];
+        sumf += (_cvtsh_ss(x[b].d) * yd[b]) * (float) sumi;
+    }
+    return sumf;
 }
 #endif
 
@@ -537,33 +557,18 @@ static dot_fn api_dot(int type, int use_ref) {
     }
 }
 
-enum { MM_ROW_TILE = 16, MM_TOK_TILE = 4 };
+enum { MM_ROW_TILE = 16 };
 
 static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
     const mm_ctx *c = vctx;
     const dot_fn dot = mm_dot(c->type, c->use_ref);
-#if defined(PI_QD_X86)
-    const int x4 = !c->use_ref && c->type == MM_Q4_0 && pi_qd_has_avx2();
-#endif
+
     // Tile rows so a tile of weights stays in L1/L2 while every token passes over it.
     for (int64_t r0 = i0; r0 < i1; r0 += MM_ROW_TILE) {
         const int64_t r1 = r0 + MM_ROW_TILE < i1 ? r0 + MM_ROW_TILE : i1;
         int64_t t = 0;
-#if defined(PI_QD_X86)
-        if (x4) {
-            const int64_t nb = c->n_cols / PI_QK8_0;
-            for (; t + MM_TOK_TILE <= c->n_tokens; t += MM_TOK_TILE) {
-                const pi_block_q8_0x *y = (const pi_block_q8_0x *) (c->xq + t * c->xq_row_bytes);
-                for (int64_t r = r0; r < r1; r++) {
-                    float s[4];
-                    dot_q4_0_q8_0x_x4_avx2(nb, (const pi_block_q4_0 *) (c->w + r * c->w_row_bytes),
-                                           y, nb, s);
-                    for (int k = 0; k < 4; k++) c->out[(t + k) * c->n_rows + r] = s[k];
-                }
-            }
-        }
-#endif
+
         for (; t < c->n_tokens; t++) {
             const uint8_t *y = c->xq + t * c->xq_row_bytes;
             float *o = c->out + t * c->n_rows;
@@ -614,7 +619,7 @@ static int matmul_quant(float *out, const void *w, int type, int64_t n_rows, int
         if (type == MM_Q6_K) {
             pi_qd_quantize_q8_k(x + t * n_cols, (pi_block_q8_k *) (xq + t * xq_row_bytes), n_cols);
         } else {
-            pi_qd_quantize_q8_0x(x + t * n_cols, (pi_block_q8_0x *) (xq + t * xq_row_bytes), n_cols);
+            pi_qd_quantize_q8_0x(x + t * n_cols, xq + t * xq_row_bytes, n_cols);
         }
     }
     mm_ctx c = {out, w, w_row_bytes, xq, xq_row_bytes, n_rows, n_cols, n_tokens, type, use_ref};

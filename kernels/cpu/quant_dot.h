@@ -25,15 +25,17 @@ typedef struct {
 } pi_block_q8_0;
 _Static_assert(sizeof(pi_block_q8_0) == 34, "q8_0 block");
 
-// In-memory activation row for Q4_0/Q8_0 dots: the Q8_0 block of the spec (same d, same codes)
-// with d widened to f32 and 8·Σqs precomputed, so the Q4_0 kernel can use the unsigned nibbles
-// directly: Σ(q−8)·y = Σq·y − 8·Σy.
-typedef struct {
-    float d;     // f32(fp16(amax/127)): exactly the Q8_0 block's scale
-    int32_t s8;  // 8 · Σ qs
-    int8_t qs[32];
-} pi_block_q8_0x;
-_Static_assert(sizeof(pi_block_q8_0x) == 40, "q8_0x block");
+// In-memory activation row for Q4_0/Q8_0 dots ("q8_0x"), struct of arrays for nb = n/32 blocks:
+// qs int8[nb·32] (the Q8_0 codes of the spec), d f32[nb] (exactly f32(fp16 scale)), s8 i32[nb]
+// (8·Σqs of the block, so Q4_0 kernels can use unsigned nibbles: Σ(q−8)·y = Σq·y − 8·Σy).
+#define PI_Q8_0X_BLOCK_BYTES 40
+static inline const int8_t *pi_q8_0x_qs(const void *row) { return (const int8_t *) row; }
+static inline const float *pi_q8_0x_d(const void *row, int64_t nb) {
+    return (const float *) ((const uint8_t *) row + nb * 32);
+}
+static inline const int32_t *pi_q8_0x_s8(const void *row, int64_t nb) {
+    return (const int32_t *) ((const uint8_t *) row + nb * 36);
+}
 
 typedef struct {
     uint8_t ql[128];
@@ -57,7 +59,7 @@ void pi_qd_quantize_q8_0(const float *x, pi_block_q8_0 *y, int64_t n);
 void pi_qd_quantize_q8_0_ref(const float *x, pi_block_q8_0 *y, int64_t n);
 void pi_qd_quantize_q8_k(const float *x, pi_block_q8_k *y, int64_t n);
 // Q8_0 activation quantization (same codes and scale as pi_qd_quantize_q8_0) into q8_0x.
-void pi_qd_quantize_q8_0x(const float *x, pi_block_q8_0x *y, int64_t n);
+void pi_qd_quantize_q8_0x(const float *x, void *row, int64_t n);
 
 // Dot products of n elements (n a multiple of the block size); runtime-dispatched and scalar.
 float pi_qd_dot_q4_0_q8_0(int64_t n, const void *x, const void *y);

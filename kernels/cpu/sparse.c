@@ -69,9 +69,9 @@ static int wfmt_get(int32_t type, wfmt *f) {
 static size_t row_bytes(const wfmt *f, int64_t n) { return (size_t) (n / f->block) * f->block_bytes; }
 
 // Bytes of one activation row converted to W's vec-dot type: f32 (F32, F16 rounded values kept
-// as f32) or Q8_0 blocks (in the q8_0x in-memory form: same codes, f32 scale, 8·Σq).
+// as f32) or Q8_0 blocks (in the q8_0x in-memory row form: same codes, f32 scales, 8·Σq).
 static size_t xrow_bytes(const wfmt *f, int64_t n) {
-    return f->block == 1 ? (size_t) n * 4 : (size_t) (n / 32) * sizeof(pi_block_q8_0x);
+    return f->block == 1 ? (size_t) n * 4 : (size_t) (n / 32) * PI_Q8_0X_BLOCK_BYTES;
 }
 
 // F16 weights: x is rounded to fp16 once (kept as f32 values, exactly representable).
