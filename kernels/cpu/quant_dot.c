@@ -557,7 +557,7 @@ static dot_fn api_dot(int type, int use_ref) {
     }
 }
 
-enum { MM_ROW_TILE = 16 };
+enum { MM_ROW_TILE = 16, MM_PF_ROWS = 8 };
 
 static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
@@ -572,7 +572,13 @@ static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
         for (; t < c->n_tokens; t++) {
             const uint8_t *y = c->xq + t * c->xq_row_bytes;
             float *o = c->out + t * c->n_rows;
-            for (int64_t r = r0; r < r1; r++) o[r] = dot(c->n_cols, c->w + r * c->w_row_bytes, y);
+            for (int64_t r = r0; r < r1; r++) {
+                if (t == 0 && r + MM_PF_ROWS < i1) { // run ahead of the hardware prefetcher
+                    const uint8_t *p = c->w + (r + MM_PF_ROWS) * c->w_row_bytes;
+                    for (size_t off = 0; off < c->w_row_bytes; off += 64) __builtin_prefetch(p + off, 0, 0);
+                }
+                o[r] = dot(c->n_cols, c->w + r * c->w_row_bytes, y);
+            }
         }
     }
 }
