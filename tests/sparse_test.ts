@@ -161,6 +161,23 @@ for (const type of TYPES) {
     deepStrictEqual(run(4), one);
     // a batch gives each token the bits it gets alone
     deepStrictEqual(one[1], one[0]!.subarray(0, nRows));
+    for (let t = 0; t < nTokens; t++) {
+      const ax1 = new Float32Array(nCols);
+      const at = a.subarray(t * nRows, (t + 1) * nRows);
+      sparseAxpy(
+        ax1,
+        w,
+        type,
+        nRows,
+        nCols,
+        at,
+        1,
+        pred.subarray(t * nRows, (t + 1) * nRows),
+        0,
+        gpuIdx,
+      );
+      deepStrictEqual(ax1, one[2]!.subarray(t * nCols, (t + 1) * nCols));
+    }
   });
 }
 

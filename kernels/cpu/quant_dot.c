@@ -258,6 +258,18 @@ __attribute__((target("avx2,fma,f16c"))) static inline __m256i nibbles_q4_0(cons
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f));
 }
 
+// Exact Σq·y (unsigned nibbles) of one block, for the n % 256 tail.
+__attribute__((target("avx2,fma,f16c"))) static inline int q4_block_sum(const uint8_t *qs,
+                                                                        const int8_t *yq) {
+    const __m256i p = _mm256_madd_epi16(
+        _mm256_maddubs_epi16(nibbles_q4_0(qs), _mm256_loadu_si256((const __m256i *) yq)),
+        _mm256_set1_epi16(1));
+    __m128i s4 = _mm_add_epi32(_mm256_extracti128_si256(p, 1), _mm256_castsi256_si128(p));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    return _mm_cvtsi128_si32(s4);
+}
+
 // Exact Σq·y of 8 consecutive blocks, one block per int32 lane (an hadd tree of the 8 partial
 // vectors), so the scales of 8 blocks are applied with one convert and one FMA.
 __attribute__((target("avx2,fma,f16c"))) static inline __m256i sums8(const __m256i p[8]) {
@@ -302,13 +314,60 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0x_avx2(int64_
     }
     float sumf = hsum_avx(acc);
     for (; b < nb; b++) { // tail blocks one by one, exact integer sums
-        int sumi = -ys8[b];
-        for (int j = 0; j < 16; j++) {
-            sumi += (x[b].qs[j] & 0x0f) * yq[b * 32 + j] + (x[b].qs[j] >> 4) * yq[b * 32 + j + 16];
-        }
+        const int sumi = q4_block_sum(x[b].qs, yq + b * 32) - ys8[b];
         sumf += (_cvtsh_ss(x[b].d) * yd[b]) * (float) sumi;
     }
     return sumf;
+}
+
+// One Q4_0 row against 4 q8_0x activation rows (stride `ys` bytes) for prompt batches: the
+// nibbles of each block are unpacked once for the 4 tokens; the integer sums, their reduction
+// tree and the float operations per token are those of dot_q4_0_q8_0x_avx2 (same bits).
+__attribute__((target("avx2,fma,f16c"))) static void dot_q4_0_q8_0x_x4_avx2(
+    int64_t n, const pi_block_q4_0 *x, const uint8_t *y, size_t ys, float *out) {
+    const int64_t nb = n / PI_QK8_0;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        __m256i half[2][4];
+        for (int g = 0; g < 2; g++) {
+            __m256i q[4];
+            for (int k = 0; k < 4; k++) q[k] = nibbles_q4_0(x[b + 4 * g + k].qs);
+            for (int t = 0; t < 4; t++) {
+                const int8_t *yq = pi_q8_0x_qs(y + t * ys) + (b + 4 * g) * 32;
+                __m256i p[4];
+                for (int k = 0; k < 4; k++) {
+                    p[k] = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *) (yq + 32 * k))),
+                        ones);
+                }
+                half[g][t] = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]),
+                                               _mm256_hadd_epi32(p[2], p[3]));
+            }
+        }
+        const __m256 dx = scales8((const uint8_t *) &x[b].d, sizeof(pi_block_q4_0));
+        for (int t = 0; t < 4; t++) {
+            const __m256i a = half[0][t], c = half[1][t];
+            __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(a, c, 0x20),
+                                           _mm256_permute2x128_si256(a, c, 0x31));
+            sum = _mm256_sub_epi32(sum, _mm256_loadu_si256((const __m256i *) (pi_q8_0x_s8(y + t * ys, nb) + b)));
+            const __m256 d = _mm256_mul_ps(dx, _mm256_loadu_ps(pi_q8_0x_d(y + t * ys, nb) + b));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc[t]);
+        }
+    }
+    for (int t = 0; t < 4; t++) {
+        const int8_t *yq = pi_q8_0x_qs(y + t * ys);
+        const float *yd = pi_q8_0x_d(y + t * ys, nb);
+        const int32_t *ys8 = pi_q8_0x_s8(y + t * ys, nb);
+        float sumf = hsum_avx(acc[t]);
+        for (int64_t bb = b; bb < nb; bb++) {
+            const int sumi = q4_block_sum(x[bb].qs, yq + bb * 32) - ys8[bb];
+            sumf += (_cvtsh_ss(x[bb].d) * yd[bb]) * (float) sumi;
+        }
+        out[t] = sumf;
+    }
 }
 
 __attribute__((target("avx2,fma,f16c"))) static float dot_q8_0_q8_0x_avx2(int64_t n,
@@ -568,7 +627,18 @@ static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
     for (int64_t r0 = i0; r0 < i1; r0 += MM_ROW_TILE) {
         const int64_t r1 = r0 + MM_ROW_TILE < i1 ? r0 + MM_ROW_TILE : i1;
         int64_t t = 0;
-
+#if defined(PI_QD_X86)
+        if (!c->use_ref && c->type == MM_Q4_0 && pi_qd_has_avx2()) {
+            for (; t + 4 <= c->n_tokens; t += 4) {
+                for (int64_t r = r0; r < r1; r++) {
+                    float s4[4];
+                    dot_q4_0_q8_0x_x4_avx2(c->n_cols, (const pi_block_q4_0 *) (c->w + r * c->w_row_bytes),
+                                           c->xq + t * c->xq_row_bytes, c->xq_row_bytes, s4);
+                    for (int k = 0; k < 4; k++) c->out[(t + k) * c->n_rows + r] = s4[k];
+                }
+            }
+        }
+#endif
         for (; t < c->n_tokens; t++) {
             const uint8_t *y = c->xq + t * c->xq_row_bytes;
             float *o = c->out + t * c->n_rows;

@@ -303,6 +303,8 @@ typedef struct {
     int type, simd;
 } sax_ctx;
 
+enum { AXPY_TILE = 256 }; // columns per batch tile (a multiple of 32)
+
 static void axpy_rows_ref(const sax_ctx *c, float *o, int64_t e0, int64_t e1, int64_t c0,
                           int64_t c1) {
     for (int64_t e = e0; e < e1; e++) {
@@ -459,6 +461,22 @@ PI_TARGET_AVX2 static void axpy_rows_avx2(const sax_ctx *c, float *o, int64_t e0
 static void sax_task(void *vc, int64_t c0, int64_t c1, int thread_index) {
     (void) thread_index;
     const sax_ctx *c = vc;
+#if PI_X86
+    if (c->simd && c->n_tokens > 1) {
+        // Batches: column tiles, so the tile's slice of every active row stays in cache while
+        // all the tokens pass over it (each token still adds its rows in ascending order).
+        for (int64_t t = 0; t < c->n_tokens; t++) {
+            memset(c->out + t * c->n_cols + c0, 0, (size_t) (c1 - c0) * sizeof(float));
+        }
+        for (int64_t k0 = c0; k0 < c1; k0 += AXPY_TILE) {
+            const int64_t k1 = k0 + AXPY_TILE < c1 ? k0 + AXPY_TILE : c1;
+            for (int64_t t = 0; t < c->n_tokens; t++) {
+                axpy_rows_avx2(c, c->out + t * c->n_cols, c->start[t], c->start[t + 1], k0, k1);
+            }
+        }
+        return;
+    }
+#endif
     for (int64_t t = 0; t < c->n_tokens; t++) {
         float *o = c->out + t * c->n_cols;
         memset(o + c0, 0, (size_t) (c1 - c0) * sizeof(float));
