@@ -258,16 +258,23 @@ __attribute__((target("avx2,fma,f16c"))) static inline __m256i nibbles_q4_0(cons
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f));
 }
 
-// Exact Σq·y (unsigned nibbles) of one block, for the n % 256 tail.
-__attribute__((target("avx2,fma,f16c"))) static inline int q4_block_sum(const uint8_t *qs,
-                                                                        const int8_t *yq) {
-    const __m256i p = _mm256_madd_epi16(
-        _mm256_maddubs_epi16(nibbles_q4_0(qs), _mm256_loadu_si256((const __m256i *) yq)),
-        _mm256_set1_epi16(1));
-    __m128i s4 = _mm_add_epi32(_mm256_extracti128_si256(p, 1), _mm256_castsi256_si128(p));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-    return _mm_cvtsi128_si32(s4);
+// The n % 256 tail: block by block into a vector accumulator (exact integer sums per block).
+__attribute__((target("avx2,fma,f16c"))) static inline float q4_tail(const pi_block_q4_0 *x,
+                                                                     int64_t b, int64_t nb,
+                                                                     const int8_t *yq,
+                                                                     const float *yd,
+                                                                     const int32_t *ys8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (; b < nb; b++) {
+        __m256i p = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(nibbles_q4_0(x[b].qs),
+                                 _mm256_loadu_si256((const __m256i *) (yq + b * 32))),
+            _mm256_set1_epi16(1));
+        p = _mm256_sub_epi32(p, _mm256_zextsi128_si256(_mm_cvtsi32_si128(ys8[b])));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * yd[b]), _mm256_cvtepi32_ps(p),
+                              acc);
+    }
+    return hsum_avx(acc);
 }
 
 // Exact Σq·y of 8 consecutive blocks, one block per int32 lane (an hadd tree of the 8 partial
@@ -312,12 +319,7 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0x_avx2(int64_
                                        _mm256_loadu_ps(yd + b));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
     }
-    float sumf = hsum_avx(acc);
-    for (; b < nb; b++) { // tail blocks one by one, exact integer sums
-        const int sumi = q4_block_sum(x[b].qs, yq + b * 32) - ys8[b];
-        sumf += (_cvtsh_ss(x[b].d) * yd[b]) * (float) sumi;
-    }
-    return sumf;
+    return b < nb ? hsum_avx(acc) + q4_tail(x, b, nb, yq, yd, ys8) : hsum_avx(acc);
 }
 
 // One Q4_0 row against 4 q8_0x activation rows (stride `ys` bytes) for prompt batches: the
@@ -361,12 +363,7 @@ __attribute__((target("avx2,fma,f16c"))) static void dot_q4_0_q8_0x_x4_avx2(
         const int8_t *yq = pi_q8_0x_qs(y + t * ys);
         const float *yd = pi_q8_0x_d(y + t * ys, nb);
         const int32_t *ys8 = pi_q8_0x_s8(y + t * ys, nb);
-        float sumf = hsum_avx(acc[t]);
-        for (int64_t bb = b; bb < nb; bb++) {
-            const int sumi = q4_block_sum(x[bb].qs, yq + bb * 32) - ys8[bb];
-            sumf += (_cvtsh_ss(x[bb].d) * yd[bb]) * (float) sumi;
-        }
-        out[t] = sumf;
+        out[t] = b < nb ? hsum_avx(acc[t]) + q4_tail(x, b, nb, yq, yd, ys8) : hsum_avx(acc[t]);
     }
 }
 
