@@ -151,6 +151,20 @@ Deno.test("Model.generate() shifts a full context and keeps going", async () => 
   deepStrictEqual(model.tokens.slice(0, 4), prompt); // the prompt was kept
 });
 
+Deno.test("Model.generate() applies logitBias (−Infinity bans a token)", async () => {
+  using model = loadModel(DEMO, { nCtx: 64 });
+  const greedy = await collect(model.generate("A", { maxTokens: 6, temperature: 0 }));
+  const banned = greedy.ids[0]!;
+  const biased = await collect(
+    model.generate("A", { maxTokens: 6, temperature: 0, logitBias: { [banned]: -Infinity } }),
+  );
+  ok(!biased.ids.includes(banned));
+  const forced = await collect(
+    model.generate("A", { maxTokens: 3, temperature: 0, logitBias: { 600: 1000 } }),
+  );
+  deepStrictEqual(forced.ids, [600, 600, 600]);
+});
+
 Deno.test("Model.eval() and reset() refuse to run inside a generation", async () => {
   using model = loadModel(DEMO, { nCtx: 32 });
   for await (const _ of model.generate("A", { maxTokens: 3, temperature: 0 })) {

@@ -45,6 +45,7 @@ options:
       --frequency-penalty F (default 0)
   -s, --seed N              RNG seed (default -1 = from the clock)
       --ignore-eos          keep generating after end of text
+  -l, --logit-bias ID(+/-)B add B to token ID's logit (repeatable; B may be -inf)
       --memory-f32          f32 KV cache instead of f16
       --rope-freq-base F    RoPE base frequency (default: from the model)
       --rope-freq-scale F   RoPE frequency scale (default: from the model)
@@ -81,6 +82,7 @@ const OPTIONS = {
   "frequency-penalty": { type: "string" },
   seed: { type: "string", short: "s" },
   "ignore-eos": { type: "boolean" },
+  "logit-bias": { type: "string", short: "l", multiple: true },
   "memory-f32": { type: "boolean" },
   "rope-freq-base": { type: "string" },
   "rope-freq-scale": { type: "string" },
@@ -229,6 +231,15 @@ export async function main(args: string[]): Promise<number> {
       );
     }
     if (promptText === undefined && promptIds === undefined) promptText = demo ? DEMO_PROMPT : "";
+    const logitBias: Record<number, number> = {};
+    for (const spec of (values["logit-bias"] as string[] | undefined) ?? []) {
+      const m = /^(\d+)\s*([+-])\s*(inf|[\d.eE+-]+)$/i.exec(spec.trim());
+      const bias = m ? (m[3]!.toLowerCase() === "inf" ? Infinity : Number(m[3])) : NaN;
+      if (!m || Number.isNaN(bias)) {
+        throw new UsageError(`error: invalid parameter for argument: --logit-bias`);
+      }
+      logitBias[Number(m[1])] = m[2] === "-" ? -bias : bias;
+    }
     const vramBudget = num(values, "vram-budget", false);
 
     using model = loadModel(demo ? DEMO_MODEL : values.model as string, {
@@ -276,6 +287,7 @@ export async function main(args: string[]): Promise<number> {
           contextShift: nPredict !== -2,
           nKeep: num(values, "keep", true),
           ignoreEos: values["ignore-eos"] as boolean | undefined,
+          logitBias,
           signal: abort.signal,
         })
       ) {

@@ -73,6 +73,8 @@ export interface GenerateOptions extends Partial<SamplingParams> {
   addBos?: boolean;
   /** Stops generation; the stream then throws `signal.reason`. */
   signal?: AbortSignal;
+  /** Added to the logits of these token ids before sampling (`-l ID+B`); −Infinity bans one. */
+  logitBias?: Readonly<Record<number, number>>;
   /** When the context is full: shift it (default true, like `main`) or end the stream. */
   contextShift?: boolean;
   /** Prompt tokens kept (after BOS) by a context shift; −1 = the whole prompt (default 0). */
@@ -385,6 +387,7 @@ export class Model implements Disposable {
       signal,
       contextShift = true,
       nKeep: keepOption = 0,
+      logitBias = {},
       ...sampling
     } = options;
     let ids = typeof prompt === "string"
@@ -413,6 +416,10 @@ export class Model implements Disposable {
           signal.throwIfAborted();
         }
         const t0 = performance.now();
+        for (const [id, bias] of Object.entries(logitBias)) {
+          const i = Number(id);
+          if (i >= 0 && i < logits.length) logits[i] = logits[i]! + bias;
+        }
         if (ignoreEos && eos >= 0 && eos < logits.length) logits[eos] = -Infinity;
         const id = sampler.sample(logits);
         sampler.accept(id);
