@@ -1,8 +1,8 @@
 // LLaMA forward passes (dense GGUF, sparse PWRI f16/q4_0/f32) against PowerInfer's reference
 // logits and the float32 torch forward, by teacher forcing (shared/fixtures/models/README.md).
-import { deepStrictEqual } from "node:assert/strict";
+import { deepStrictEqual, ok } from "node:assert/strict";
 import { loadModel } from "../src/model/model.ts";
-import { type RefRun, teacherForce } from "./_model_helpers.ts";
+import { argmax, type RefRun, teacherForce } from "./_model_helpers.ts";
 import { hasSharedFixture, sharedFixture } from "./_helpers.ts";
 
 const DIR = "models/tiny";
@@ -90,3 +90,35 @@ for (const file of ["tiny.powerinfer.f16.gguf", "tiny.powerinfer.q4_0.gguf"]) {
     },
   });
 }
+
+Deno.test({
+  name: "Model.eval() runs a Q8_0 PWRI file (Q5_0 predictors, as quantize writes them)",
+  ignore: !hasRef,
+  async fn() {
+    const { parseQuantizeTarget, quantizeModel } = await import("../src/quant/quantize_model.ts");
+    const dir = await Deno.makeTempDir({ prefix: "pi-q8-" });
+    try {
+      const path = `${dir}/tiny.q8_0.gguf`;
+      await quantizeModel(
+        sharedFixture(`${DIR}/tiny.powerinfer.f16.gguf`),
+        path,
+        parseQuantizeTarget("Q8_0"),
+      );
+      using model = loadModel(path, { nCtx: 64 });
+      let agree = 0, steps = 0;
+      for (const run of reference.models["tiny.powerinfer.f16.gguf"] as RefRun[]) {
+        model.reset();
+        let logits = model.eval(run.prompt_ids);
+        for (const id of run.generated_ids) {
+          if (argmax(logits) === id) agree++;
+          steps++;
+          logits = model.eval([id]);
+        }
+      }
+      // Q8_0 weights stay close to the F16 model: greedy choices agree almost everywhere
+      ok(agree >= 0.9 * steps, `${agree} of ${steps} steps agree`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -13,7 +13,7 @@ import type { GgufFile } from "../gguf/reader.ts";
 import type { ModelConfig } from "./config.ts";
 import { add, type Batch, embed, type ForwardContext, lastRow, selfAttention } from "./forward.ts";
 import { sparseFfn, type SparseFfnWeights } from "./sparse.ts";
-import { matrix, optionalVector, vector } from "./weights.ts";
+import { matrix, matrixOrDequantized, optionalVector, vector } from "./weights.ts";
 
 /** One Falcon block. */
 export interface FalconLayer {
@@ -63,8 +63,8 @@ export function loadFalconWeights(file: GgufFile, c: ModelConfig): FalconWeights
       wqkv: matrix(file, `${p}.attn_qkv.weight`, c.nEmbd, c.nEmbd + 2 * c.nEmbdGqa),
       wo: matrix(file, `${p}.attn_output.weight`, c.nEmbd, c.nEmbd),
       ffn: {
-        fc1: matrix(file, `${p}.fc1.weight`, c.nEmbd, nHidden),
-        fc2: matrix(file, `${p}.fc2.weight`, nHidden, c.nFf),
+        fc1: matrixOrDequantized(file, `${p}.fc1.weight`, c.nEmbd, nHidden),
+        fc2: matrixOrDequantized(file, `${p}.fc2.weight`, nHidden, c.nFf),
         up: matrix(file, `${p}.ffn_up.weight`, c.nEmbd, c.nFf),
         gate: null,
         downT: matrix(file, `${p}.ffn_down_t.weight`, c.nEmbd, c.nFf),

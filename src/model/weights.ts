@@ -56,6 +56,33 @@ export function matrix(file: GgufFile, name: string, nCols: number, nRows: numbe
 }
 
 /**
+ * Like {@link matrix}, but also accepts types the matmul kernels lack (Q5_0: PowerInfer's
+ * quantize writes predictors as Q5_0 for non-Q4_0 targets) by dequantizing them to an F32
+ * copy. The predictor then runs on f32 activations instead of Q8_0 ones, so decisions within
+ * rounding of the threshold may differ from PowerInfer.
+ *
+ * @throws {ModelConfigError} If it is missing, has another shape or a type with no reference.
+ */
+export function matrixOrDequantized(
+  file: GgufFile,
+  name: string,
+  nCols: number,
+  nRows: number,
+): WeightTensor {
+  const info = requireTensor(file, name);
+  if (MATMUL_TYPES.includes(info.type) || info.type !== GgmlType.Q5_0) {
+    return matrix(file, name, nCols, nRows);
+  }
+  if (info.ne[0] !== nCols || (info.ne[1] ?? 1) !== nRows) {
+    throw new ModelConfigError(
+      `Tensor "${name}" has shape ${describe(info.ne)}: expected ${describe([nCols, nRows])}`,
+    );
+  }
+  const values = dequantize(info.type, file.tensorData(info));
+  return { name, type: GgmlType.F32, nRows, nCols, data: new Uint8Array(values.buffer) };
+}
+
+/**
  * A 1-D f32 vector of length n (norm weights and biases). F32 data is viewed without a copy
  * when aligned; F16 data is widened (exactly) into a new array.
  *
