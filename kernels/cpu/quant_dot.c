@@ -666,7 +666,7 @@ void *pi_qd_scratch(size_t bytes) {
 }
 
 static int matmul_quant(float *out, const void *w, int type, int64_t n_rows, int64_t n_cols,
-                        const float *x, int64_t n_tokens, int use_ref) {
+                        const float *x, int64_t n_tokens, int use_ref, int threaded) {
     const int64_t blk = type == MM_Q6_K ? PI_QK_K : PI_QK8_0;
     if (!out || !w || !x || n_rows < 0 || n_cols <= 0 || n_tokens < 0) {
         pi_set_error("pi_matmul: bad arguments (n_rows %lld, n_cols %lld, n_tokens %lld)",
@@ -696,7 +696,7 @@ static int matmul_quant(float *out, const void *w, int type, int64_t n_rows, int
         }
     }
     mm_ctx c = {out, w, w_row_bytes, xq, xq_row_bytes, n_rows, n_cols, n_tokens, type, use_ref};
-    if (use_ref) {
+    if (use_ref || !threaded) {
         mm_task(&c, 0, n_rows, 0);
     } else {
         pi_parallel_for(n_rows, 32, mm_task, &c);
@@ -704,29 +704,34 @@ static int matmul_quant(float *out, const void *w, int type, int64_t n_rows, int
     return PI_OK;
 }
 
+int pi_qd_matmul_inline(float *out, const void *w, int32_t type, int64_t n_rows, int64_t n_cols,
+                        const float *x, int64_t n_tokens) {
+    return matmul_quant(out, w, type, n_rows, n_cols, x, n_tokens, 0, 0);
+}
+
 int pi_matmul_q4_0(float *out, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
                    int64_t n_tokens) {
-    return matmul_quant(out, w, MM_Q4_0, n_rows, n_cols, x, n_tokens, 0);
+    return matmul_quant(out, w, MM_Q4_0, n_rows, n_cols, x, n_tokens, 0, 1);
 }
 int pi_matmul_q4_0_ref(float *out, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
                        int64_t n_tokens) {
-    return matmul_quant(out, w, MM_Q4_0, n_rows, n_cols, x, n_tokens, 1);
+    return matmul_quant(out, w, MM_Q4_0, n_rows, n_cols, x, n_tokens, 1, 0);
 }
 int pi_matmul_q8_0(float *out, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
                    int64_t n_tokens) {
-    return matmul_quant(out, w, MM_Q8_0, n_rows, n_cols, x, n_tokens, 0);
+    return matmul_quant(out, w, MM_Q8_0, n_rows, n_cols, x, n_tokens, 0, 1);
 }
 int pi_matmul_q8_0_ref(float *out, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
                        int64_t n_tokens) {
-    return matmul_quant(out, w, MM_Q8_0, n_rows, n_cols, x, n_tokens, 1);
+    return matmul_quant(out, w, MM_Q8_0, n_rows, n_cols, x, n_tokens, 1, 0);
 }
 int pi_matmul_q6_k(float *out, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
                    int64_t n_tokens) {
-    return matmul_quant(out, w, MM_Q6_K, n_rows, n_cols, x, n_tokens, 0);
+    return matmul_quant(out, w, MM_Q6_K, n_rows, n_cols, x, n_tokens, 0, 1);
 }
 int pi_matmul_q6_k_ref(float *out, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
                        int64_t n_tokens) {
-    return matmul_quant(out, w, MM_Q6_K, n_rows, n_cols, x, n_tokens, 1);
+    return matmul_quant(out, w, MM_Q6_K, n_rows, n_cols, x, n_tokens, 1, 0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -74,6 +74,12 @@ float pi_qd_dot_q8_0_q8_0x_ref(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q6_k_q8_k(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q6_k_q8_k_ref(int64_t n, const void *x, const void *y);
 
+// Quantized matmul (Q4_0, Q8_0, Q6_K; pi_matmul semantics, same bits) on the calling thread only:
+// for small matrices where waking the pool costs more than it saves. Arguments as validated by
+// pi_matmul's callers.
+int pi_qd_matmul_inline(float *out, const void *w, int32_t type, int64_t n_rows, int64_t n_cols,
+                        const float *x, int64_t n_tokens);
+
 // Grow-only scratch buffer owned by the calling thread (64-byte aligned; NULL on failure).
 // Valid until the next call on the same thread.
 void *pi_qd_scratch(size_t bytes);

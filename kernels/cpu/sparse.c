@@ -694,7 +694,11 @@ PI_API int pi_sparse_ffn(float *out, const float *f, const float *z, int64_t n_t
     // predictor: pred = fc2 · ReLU(fc1 · z)
     float *hidden = scr(SCR_HIDDEN, (size_t) (n_tokens * n_hidden) * 4);
     if (!hidden) return PI_FAIL(PI_ERR_NOMEM, "%s: out of memory", name);
-    int st = pi_matmul(hidden, fc1, fc1_type, n_hidden, n_embd, z, n_tokens);
+    // fc1 is small (n_hidden rows): on this thread unless it is a batch
+    const int fc1_inline = n_tokens == 1 && n_hidden <= 256 &&
+                           (fc1_type == PI_TYPE_Q4_0 || fc1_type == PI_TYPE_Q8_0);
+    int st = fc1_inline ? pi_qd_matmul_inline(hidden, fc1, fc1_type, n_hidden, n_embd, z, 1)
+                        : pi_matmul(hidden, fc1, fc1_type, n_hidden, n_embd, z, n_tokens);
     if (st != PI_OK) return st;
     for (int64_t i = 0; i < n_tokens * n_hidden; i++) hidden[i] = hidden[i] > 0.0f ? hidden[i] : 0.0f;
     st = pi_matmul(pred, fc2, fc2_type, n_ff, n_hidden, hidden, n_tokens);
