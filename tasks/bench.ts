@@ -21,7 +21,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { bandwidthRead, physicalCores, setThreads } from "../ffi/ops.ts";
-import { makeModel, modelShape } from "../src/bench/make_model.ts";
+import { modelShape } from "../src/bench/make_model.ts";
 import { openGguf } from "../src/gguf/open.ts";
 import { loadModel } from "../src/model/model.ts";
 
@@ -206,15 +206,31 @@ async function main(args: string[]): Promise<number> {
       if (dense && values["no-dense"]) continue;
       if (await exists(path)) continue;
       log(`bench: generating ${path}`);
-      await makeModel({
-        shape,
-        out: path,
-        type,
-        sparsity: Number(values.sparsity),
-        seed: Number(values.seed),
-        dense,
-        statsDir: dense ? null : join(dir, `${stem}.activation`),
-      });
+      // in a child process, so this process's peak RSS is the benchmark's own
+      const cli = new URL("../src/cli/make_model.ts", import.meta.url).pathname;
+      const { success } = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          cli,
+          "--shape",
+          shape.name,
+          "--type",
+          type,
+          "--sparsity",
+          String(values.sparsity),
+          "--seed",
+          String(values.seed),
+          "--stats",
+          dense ? "none" : join(dir, `${stem}.activation`),
+          "--out",
+          path,
+          ...(dense ? ["--dense"] : []),
+        ],
+        stdout: "null",
+        stderr: "inherit",
+      }).output();
+      if (!success) throw new Error(`make-model failed for ${path}`);
     }
   }
   const maxThreads = values.threads ? Number(values.threads) : physicalCores();

@@ -44,7 +44,9 @@ async function main(args: string[]): Promise<number> {
     seed: Number(values.seed),
     dense: values.dense,
     statsDir: values.stats === "none" ? null : values.stats,
-    onProgress: (m) => Deno.stderr.writeSync(new TextEncoder().encode(`\r${m.padEnd(40)}`)),
+    onProgress: Deno.stderr.isTerminal()
+      ? (m) => Deno.stderr.writeSync(new TextEncoder().encode(`\r${m.padEnd(40)}`))
+      : undefined,
   });
   const mean = result.activeFraction.reduce((s, v) => s + v, 0) / result.activeFraction.length;
   console.error(
