@@ -44,11 +44,15 @@ export type KvType = "f16" | "f32";
 
 /** One layer's slice of the KV cache: K `[nCtx, nEmbdGqa]`, V transposed `[nEmbdGqa, nCtx]`. */
 export interface KvLayer {
+  /** Element type of k and v. */
   readonly type: KvType;
+  /** Cells. */
   readonly nCtx: number;
+  /** Width of one cell's K (and V): headDim · nHeadKv. */
   readonly nEmbdGqa: number;
   /** fp16 bits (`Uint16Array`) or f32 values. */
   readonly k: Uint16Array | Float32Array;
+  /** V, transposed: row i holds dim i of every cell. */
   readonly v: Uint16Array | Float32Array;
 }
 
@@ -56,12 +60,17 @@ export interface KvLayer {
 export interface AttentionArgs {
   /** Post-RoPE queries `[nTokens, nHead·headDim]`. */
   readonly q: Float32Array;
+  /** The cache layer holding this batch's keys and values already. */
   readonly layer: KvLayer;
   /** Cells 0 … nKv−1 are attended (masked ones contribute nothing). */
   readonly nKv: number;
+  /** Query tokens. */
   readonly nTokens: number;
+  /** Query heads. */
   readonly nHead: number;
+  /** KV heads; query head h reads kv head h / (nHead / nHeadKv). */
   readonly nHeadKv: number;
+  /** Dims per head. */
   readonly headDim: number;
   /** Position of each query token `[nTokens]`. */
   readonly queryPositions: Int32Array;
@@ -75,6 +84,7 @@ export interface AttentionArgs {
 export interface SparseArgs {
   /** Predictor output `[nTokens, nFf]`; neuron j of token t is active iff `pred >= threshold`. */
   readonly pred: Float32Array;
+  /** The predictor threshold T. */
   readonly threshold: number;
   /** 1 = hot neuron (computed elsewhere, skipped here); null = every neuron is cold. */
   readonly gpuIdx: Uint8Array | null;
@@ -84,6 +94,7 @@ export interface SparseArgs {
 export interface SparseFfnWeights {
   /** Predictor `[nHidden, nEmbd]` and `[nFf, nHidden]`. */
   readonly fc1: WeightTensor;
+  /** See fc1. */
   readonly fc2: WeightTensor;
   /** `[nFf, nEmbd]`. */
   readonly up: WeightTensor;

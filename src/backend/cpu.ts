@@ -42,6 +42,7 @@ export class CpuBackend implements Backend {
   readonly name: string;
   readonly #threads: number | undefined;
 
+  /** @param options `threads`: sets the native pool's thread count now and before each op. */
   constructor(options: CpuBackendOptions = {}) {
     this.#threads = options.threads;
     if (options.threads !== undefined) setThreads(options.threads);

@@ -15,16 +15,23 @@ export type ModelArch = "llama" | "bamboo" | "falcon";
 
 /** Everything the forward pass needs to know about a model's shape. */
 export interface ModelConfig {
+  /** `general.architecture`. */
   readonly arch: ModelArch;
   /** PWRI file: predictor-driven sparse FFN; GGUF: dense FFN. */
   readonly sparse: boolean;
+  /** Vocabulary size (rows of token_embd). */
   readonly nVocab: number;
   /** Training context length (`<arch>.context_length`). */
   readonly nCtxTrain: number;
+  /** Width of the residual stream. */
   readonly nEmbd: number;
+  /** FFN neurons per layer. */
   readonly nFf: number;
+  /** Decoder blocks. */
   readonly nLayer: number;
+  /** Query heads. */
   readonly nHead: number;
+  /** Key/value heads (GQA: nHead is a multiple). */
   readonly nHeadKv: number;
   /** n_embd / n_head. */
   readonly headDim: number;
@@ -34,8 +41,11 @@ export interface ModelConfig {
   readonly nEmbdGqa: number;
   /** RMSNorm eps (llama, bamboo) or LayerNorm eps (falcon). */
   readonly normEps: number;
+  /** 0 = adjacent pairs (LLaMA), 2 = NeoX halves (Falcon). */
   readonly ropeMode: RopeMode;
+  /** `rope.freq_base` (default 10000). */
   readonly ropeFreqBase: number;
+  /** 1 / `rope.scaling.factor` (default 1). */
   readonly ropeFreqScale: number;
   /** `powerinfer.sparse_threshold` from the file, or undefined when absent. */
   readonly fileSparseThreshold: number | undefined;

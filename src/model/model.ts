@@ -23,6 +23,8 @@ import { openGguf } from "../gguf/open.ts";
 import type { GgufFile } from "../gguf/reader.ts";
 import { ggmlTypeName } from "../gguf/types.ts";
 import { Sampler, type SamplingParams } from "../sampling.ts";
+
+export type { SamplingParams };
 import { type Tokenizer, tokenizerFromGguf } from "../tokenizer/tokenizer.ts";
 import { type ModelConfig, readModelConfig, sparseThreshold } from "./config.ts";
 import { falconForward, type FalconWeights, loadFalconWeights } from "./falcon.ts";
@@ -86,18 +88,27 @@ export interface GenerateOptions extends Partial<SamplingParams> {
  * item with id −1 carries text still pending when the stream ends (an incomplete sequence).
  */
 export interface GeneratedToken {
+  /** The sampled token id (−1 for trailing text only). */
   readonly id: number;
+  /** Text that became complete with this token (may be ""). */
   readonly text: string;
 }
 
 /** Accumulated timings, in the terms of `llama_print_timings` (cli.md). */
 export interface ModelTimings {
+  /** From opening the file to a ready model. */
   loadMs: number;
+  /** Time spent sampling, and how many tokens were sampled. */
   sampleMs: number;
+  /** Tokens sampled. */
   sampleRuns: number;
+  /** Time in decodes of more than one token (prompt batches). */
   promptEvalMs: number;
+  /** Tokens in those decodes. */
   promptTokens: number;
+  /** Time in single-token decodes. */
   evalMs: number;
+  /** Single-token decodes. */
   evalRuns: number;
 }
 
@@ -110,13 +121,19 @@ const DEFAULT_N_BATCH = 512;
  * A loaded model with its KV cache. Dispose it (or `using`) to unmap the file.
  */
 export class Model implements Disposable {
+  /** The model file. */
   readonly path: string;
+  /** Hyperparameters read from the file (with RoPE overrides applied). */
   readonly config: ModelConfig;
+  /** The vocabulary of the file. */
   readonly tokenizer: Tokenizer;
+  /** Context size in tokens (KV cache cells). */
   readonly nCtx: number;
+  /** Prompt tokens per decode. */
   readonly nBatch: number;
   /** Predictor threshold in use (sparse models). */
   readonly threshold: number;
+  /** Accumulated timings since load (like `llama_print_timings`). */
   readonly timings: ModelTimings;
   #file: GgufFile;
   #weights: Weights;
@@ -501,6 +518,7 @@ export class Model implements Disposable {
     this.#file.close();
   }
 
+  /** Same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }
