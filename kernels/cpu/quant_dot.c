@@ -292,7 +292,9 @@ __attribute__((target("avx2,fma,f16c"))) static inline __m256 scales8(const uint
                                                                       size_t bytes) {
     uint16_t h[8];
     for (int k = 0; k < 8; k++) memcpy(&h[k], p + k * bytes, 2);
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) h));
+    // built in registers (a 16-byte reload of 8 two-byte stores would stall store forwarding)
+    return _mm256_cvtph_ps(_mm_set_epi16((short) h[7], (short) h[6], (short) h[5], (short) h[4],
+                                         (short) h[3], (short) h[2], (short) h[1], (short) h[0]));
 }
 
 __attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0x_avx2(int64_t n,
