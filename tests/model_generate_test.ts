@@ -165,6 +165,17 @@ Deno.test("Model.generate() applies logitBias (−Infinity bans a token)", async
   deepStrictEqual(forced.ids, [600, 600, 600]);
 });
 
+Deno.test("Model.generate() can be left early with break and run again", async () => {
+  using model = loadModel(DEMO, { nCtx: 64 });
+  let n = 0;
+  for await (const _ of model.generate("A", { maxTokens: 20, temperature: 0 })) {
+    if (++n === 2) break;
+  }
+  equal(n, 2);
+  const { ids } = await collect(model.generate("A", { maxTokens: 3, temperature: 0 }));
+  equal(ids.length, 3);
+});
+
 Deno.test("Model.eval() and reset() refuse to run inside a generation", async () => {
   using model = loadModel(DEMO, { nCtx: 32 });
   for await (const _ of model.generate("A", { maxTokens: 3, temperature: 0 })) {
