@@ -176,6 +176,19 @@ Deno.test("Model.generate() can be left early with break and run again", async (
   equal(ids.length, 3);
 });
 
+Deno.test("Model.generate() ends at a stop string and withholds it", async () => {
+  using model = loadModel(DEMO, { nCtx: 64 });
+  const full = await collect(
+    model.generate("A", { maxTokens: 24, temperature: 0, repeatPenalty: 1 }),
+  );
+  ok(full.text.includes("multi-door"), full.text);
+  const cut = await collect(
+    model.generate("A", { maxTokens: 24, temperature: 0, repeatPenalty: 1, stop: ["-door"] }),
+  );
+  equal(cut.text, full.text.slice(0, full.text.indexOf("-door")));
+  ok(cut.ids.length < full.ids.length);
+});
+
 Deno.test("Model.eval() and reset() refuse to run inside a generation", async () => {
   using model = loadModel(DEMO, { nCtx: 32 });
   for await (const _ of model.generate("A", { maxTokens: 3, temperature: 0 })) {

@@ -77,6 +77,11 @@ export interface GenerateOptions extends Partial<SamplingParams> {
   signal?: AbortSignal;
   /** Added to the logits of these token ids before sampling (`-l ID+B`); −Infinity bans one. */
   logitBias?: Readonly<Record<number, number>>;
+  /**
+   * Stop strings: generation ends when the text contains one; the text from the stop string on
+   * is not returned, and text that could start one is held back until it cannot.
+   */
+  stop?: readonly string[];
   /** When the context is full: shift it (default true, like `main`) or end the stream. */
   contextShift?: boolean;
   /** Prompt tokens kept (after BOS) by a context shift; −1 = the whole prompt (default 0). */
@@ -405,6 +410,7 @@ export class Model implements Disposable {
       contextShift = true,
       nKeep: keepOption = 0,
       logitBias = {},
+      stop = [],
       ...sampling
     } = options;
     let ids = typeof prompt === "string"
@@ -427,6 +433,7 @@ export class Model implements Disposable {
       // The pieces continue the prompt: keep their leading spaces (main prints raw pieces).
       const decoder = this.tokenizer.createStreamDecoder({ stripLeadingSpace: false });
       const eos = this.tokenizer.eosId;
+      const stops = new StopMatcher(stop);
       for (let made = 0; maxTokens < 0 || made < maxTokens; made++) {
         if (signal) {
           await pause!.next(); // lets a timer or an event abort us between tokens
@@ -444,10 +451,12 @@ export class Model implements Disposable {
         this.timings.sampleRuns += 1;
         if (id === eos && !ignoreEos) {
           // EOS is reported (like main's output_tokens) with whatever text was pending.
-          yield { id, text: decoder.flush() };
+          yield { id, text: stops.end(decoder.flush()) };
           return;
         }
-        yield { id, text: decoder.push(id) };
+        const piece = stops.push(decoder.push(id));
+        yield { id, text: piece.text };
+        if (piece.stopped) return;
         if (maxTokens >= 0 && made + 1 >= maxTokens) break;
         if (this.#tokens.length >= this.nCtx) {
           if (!contextShift) break;
@@ -457,7 +466,7 @@ export class Model implements Disposable {
         signal?.throwIfAborted();
         logits = this.#eval([id]);
       }
-      const rest = decoder.flush();
+      const rest = stops.end(decoder.flush());
       if (rest) yield { id: -1, text: rest };
     } finally {
       this.#busy = false;
@@ -533,6 +542,50 @@ function envThreshold(): string | undefined {
     return Deno.env.get("LLAMA_SPARSE_PRED_THRESHOLD");
   } catch {
     return undefined; // no --allow-env: behave as unset
+  }
+}
+
+/** Finds stop strings in streamed text, holding back what could be the start of one. */
+class StopMatcher {
+  #stops: readonly string[];
+  #held = "";
+
+  constructor(stops: readonly string[]) {
+    this.#stops = stops.filter((x) => x.length > 0);
+  }
+
+  /** Adds text; returns what can be released and whether a stop string was found. */
+  push(text: string): { text: string; stopped: boolean } {
+    if (this.#stops.length === 0) return { text, stopped: false };
+    const all = this.#held + text;
+    let cut = -1;
+    for (const stop of this.#stops) {
+      const i = all.indexOf(stop);
+      if (i >= 0 && (cut < 0 || i < cut)) cut = i;
+    }
+    if (cut >= 0) {
+      this.#held = "";
+      return { text: all.slice(0, cut), stopped: true };
+    }
+    let keep = 0; // longest suffix of `all` that is a proper prefix of a stop string
+    for (const stop of this.#stops) {
+      for (let n = Math.min(stop.length - 1, all.length); n > keep; n--) {
+        if (all.endsWith(stop.slice(0, n))) {
+          keep = n;
+          break;
+        }
+      }
+    }
+    this.#held = all.slice(all.length - keep);
+    return { text: all.slice(0, all.length - keep), stopped: false };
+  }
+
+  /** The stream ended: releases what was held (up to a stop string, if one completes). */
+  end(text: string): string {
+    const r = this.push(text);
+    const out = r.text + (r.stopped ? "" : this.#held);
+    this.#held = "";
+    return out;
   }
 }
 
