@@ -35,27 +35,32 @@ import type {
 export interface CpuBackendOptions {
   /** Kernel threads; undefined keeps the native default (physical cores). */
   threads?: number;
+  /** Threads for multi-token batches (prompt eval, `-tb`); default: `threads`. */
+  threadsBatch?: number;
 }
 
 /** Runs the forward pass on the native CPU kernels. */
 export class CpuBackend implements Backend {
   readonly name: string;
   readonly #threads: number | undefined;
+  readonly #threadsBatch: number | undefined;
 
   /** @param options `threads`: sets the native pool's thread count now and before each op. */
   constructor(options: CpuBackendOptions = {}) {
     this.#threads = options.threads;
+    this.#threadsBatch = options.threadsBatch;
     if (options.threads !== undefined) setThreads(options.threads);
     this.name = `cpu (${getThreads()} threads)`;
   }
 
   /** Re-applies this backend's thread count (the native pool is shared by the process). */
-  #useThreads(): void {
-    if (this.#threads !== undefined && getThreads() !== this.#threads) setThreads(this.#threads);
+  #useThreads(nTokens: number): void {
+    const want = nTokens > 1 ? this.#threadsBatch ?? this.#threads : this.#threads;
+    if (want !== undefined && getThreads() !== want) setThreads(want);
   }
 
   matmul(out: Float32Array, w: WeightTensor, x: Float32Array, nTokens: number): void {
-    this.#useThreads();
+    this.#useThreads(nTokens);
     matmul(out, w.data, w.type, w.nRows, w.nCols, x, nTokens);
   }
 
@@ -98,7 +103,7 @@ export class CpuBackend implements Backend {
   }
 
   attention(out: Float32Array, a: AttentionArgs): void {
-    this.#useThreads();
+    this.#useThreads(a.nTokens);
     attention(
       out,
       a.q,
@@ -132,7 +137,7 @@ export class CpuBackend implements Backend {
     nTokens: number,
     s: SparseArgs,
   ): void {
-    this.#useThreads();
+    this.#useThreads(nTokens);
     sparseMatmul(
       out,
       w.data,
@@ -154,7 +159,7 @@ export class CpuBackend implements Backend {
     nTokens: number,
     s: SparseArgs,
   ): void {
-    this.#useThreads();
+    this.#useThreads(nTokens);
     sparseAxpy(
       out,
       wt.data,
@@ -178,7 +183,7 @@ export class CpuBackend implements Backend {
     kind: "relu_mul" | "relu_relu_mul" | "relu",
     s: SparseArgs,
   ): void {
-    this.#useThreads();
+    this.#useThreads(nTokens);
     sparseFfn(out, f, z, nTokens, w, kind, s.threshold, s.gpuIdx, s.pred);
   }
 }

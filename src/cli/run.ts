@@ -33,6 +33,7 @@ options:
                             context; -2 = until the context is full)
       --keep N              prompt tokens kept when the context shifts (default 0; -1 = all)
   -t, --threads N           threads (default: physical cores)
+  -tb, --threads-batch N    threads for prompt batches (default: same as -t)
   -c, --ctx-size N          context size (default 512; 0 = model's training context)
   -b, --batch-size N        prompt tokens per decode (default 512)
       --temp T              temperature (default 0.8; 0 = greedy; demo default 0)
@@ -70,6 +71,7 @@ const OPTIONS = {
   "n-predict": { type: "string", short: "n" },
   keep: { type: "string" },
   threads: { type: "string", short: "t" },
+  "threads-batch": { type: "string" },
   "ctx-size": { type: "string", short: "c" },
   "batch-size": { type: "string", short: "b" },
   temp: { type: "string" },
@@ -137,7 +139,7 @@ function normalizeArgs(args: string[]): string[] {
   }
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
-    let a = args[i]!;
+    let a = args[i]! === "-tb" ? "--threads-batch" : args[i]!;
     if (a.startsWith("--")) {
       const eq = a.indexOf("=");
       a = eq < 0 ? a.replaceAll("_", "-") : a.slice(0, eq).replaceAll("_", "-") + a.slice(eq);
@@ -244,6 +246,7 @@ export async function main(args: string[]): Promise<number> {
 
     using model = loadModel(demo ? DEMO_MODEL : values.model as string, {
       threads: num(values, "threads", true),
+      threadsBatch: num(values, "threads-batch", true),
       nCtx: num(values, "ctx-size", true) ?? (demo ? 0 : undefined), // demo: its own 256
       nBatch: num(values, "batch-size", true),
       kvType: values["memory-f32"] ? "f32" : "f16",

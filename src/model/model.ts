@@ -37,6 +37,8 @@ import { Scratch } from "./scratch.ts";
 export interface LoadModelOptions {
   /** CPU threads for the kernels (default: the native default, physical cores). */
   threads?: number;
+  /** Threads for prompt batches (`-tb`; default: `threads`). */
+  threadsBatch?: number;
   /** Context size in tokens (default 512; 0 = the model's training context). */
   nCtx?: number;
   /** Prompt tokens per decode (default 512). */
@@ -195,7 +197,10 @@ export class Model implements Disposable {
         }
       }
     }
-    this.#backend = options.backend ?? new CpuBackend({ threads: options.threads });
+    this.#backend = options.backend ?? new CpuBackend({
+      threads: options.threads,
+      threadsBatch: options.threadsBatch,
+    });
     this.#cache = new KvCache(options.kvType ?? "f16", nCtx, c.nLayer, c.nEmbdGqa);
     this.#scratch = new Scratch();
     this.#logits = new Float32Array(c.nVocab);
