@@ -233,6 +233,7 @@ async function main(args: string[]): Promise<number> {
       if (!success) throw new Error(`make-model failed for ${path}`);
     }
   }
+  if (values["no-dense"]) densePath = undefined;
   const maxThreads = values.threads ? Number(values.threads) : physicalCores();
   const threadCounts = [...new Set([1, maxThreads])];
   const reps = Number(values.reps), pp = Number(values.pp), tg = Number(values.tg);
