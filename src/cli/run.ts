@@ -266,10 +266,11 @@ export async function main(args: string[]): Promise<number> {
     if (model.config.sparse) {
       console.error(`llm_load_print_meta: sparse_pred_threshold = ${model.threshold.toFixed(2)}`);
     }
-    const ids = promptIds ?? model.tokenize(promptText!, {
+    let ids = promptIds ?? model.tokenize(promptText!, {
       parseSpecial: true,
       dummyPrefix: !values["no-dummy-prefix"],
     });
+    if (ids.length === 0) ids = [model.tokenizer.bosId]; // like main: an empty prompt is [BOS]
     const abort = new AbortController();
     const onSignal = () => abort.abort(new Error("interrupted"));
     try {
