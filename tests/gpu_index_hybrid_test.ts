@@ -252,6 +252,12 @@ Deno.test("loadModel({ vramBudget, hot }) reuses the index next to the model and
     assertClose(split.eval([1, 450, 900, 17]), cpu.eval([1, 450, 900, 17]), 1e-2, "logits");
     ok(hot.contributed > 0);
     strictEqual(Deno.statSync(made.path!).mtime!.getTime(), mtime); // reused, not rewritten
+    // --disable-gpu-index: the hot side is never asked.
+    const idle = new TsHotFfn(file, made.index!.layers);
+    using off = loadModel(path, { ...RUN, vramBudget, hot: idle, disableGpuIndex: true });
+    cpu.reset();
+    assertClose(off.eval([1, 450]), cpu.eval([1, 450]), 0, "disabled = all-CPU");
+    strictEqual(idle.computed, 0);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -211,7 +211,8 @@ export class Model implements Disposable {
       scratch: this.#scratch,
       threshold: this.threshold,
       gpuIdx,
-      hot: options.hot ?? null,
+      // No masks (disabled, no budget, dense) means no split: the hot side must not add anything.
+      hot: gpuIdx ? options.hot ?? null : null,
       sparseActivation: c.arch === "bamboo" ? "relu_relu_mul" : "relu_mul",
       onFfnActivation: options.onFfnActivation,
     };
