@@ -400,9 +400,10 @@ PI_TARGET_AVX2 static void axpy_rows_avx2(const sax_ctx *c, float *o, int64_t e0
         return;
     }
     // Q4_0 / Q8_0: out[k] += (q_k − 8 or q_k) · (b·(dx·s)); four rows per pass share the loads
-    // and stores of `out`, and every element still takes the rows in ascending order.
+    // and stores of `out`, and every element still takes the rows in ascending order. Q4_0 adds
+    // q_k·c for the four rows, then subtracts 8·Σc once (a fixed order, whatever the threads).
     const int q4 = c->type == PI_TYPE_Q4_0;
-    const __m256i low = _mm256_set1_epi32(0x0f), eight = _mm256_set1_epi32(8);
+    const __m256i low = _mm256_set1_epi32(0x0f);
     const int64_t b0 = c0 / 32, b1 = c1 / 32;
     for (; e < e1; e += 4) {
         const int nr = e1 - e < 4 ? (int) (e1 - e) : 4;
@@ -422,6 +423,7 @@ PI_TARGET_AVX2 static void axpy_rows_avx2(const sax_ctx *c, float *o, int64_t e0
             float *ob = o + b * 32;
             __m256 v0 = _mm256_loadu_ps(ob), v1 = _mm256_loadu_ps(ob + 8);
             __m256 v2 = _mm256_loadu_ps(ob + 16), v3 = _mm256_loadu_ps(ob + 24);
+            float csum = 0.0f;
             for (int k = 0; k < nr; k++) {
                 __m256i i0, i1, i2, i3;
                 float dx;
@@ -430,10 +432,10 @@ PI_TARGET_AVX2 static void axpy_rows_avx2(const sax_ctx *c, float *o, int64_t e0
                     const __m256i r0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) wb->qs));
                     const __m256i r1 =
                         _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) (wb->qs + 8)));
-                    i0 = _mm256_sub_epi32(_mm256_and_si256(r0, low), eight);
-                    i1 = _mm256_sub_epi32(_mm256_and_si256(r1, low), eight);
-                    i2 = _mm256_sub_epi32(_mm256_srli_epi32(r0, 4), eight);
-                    i3 = _mm256_sub_epi32(_mm256_srli_epi32(r1, 4), eight);
+                    i0 = _mm256_and_si256(r0, low);
+                    i1 = _mm256_and_si256(r1, low);
+                    i2 = _mm256_srli_epi32(r0, 4);
+                    i3 = _mm256_srli_epi32(r1, 4);
                     dx = _cvtsh_ss(wb->d);
                 } else {
                     const pi_block_q8_0 *wb = (const pi_block_q8_0 *) row[k] + b;
@@ -443,11 +445,20 @@ PI_TARGET_AVX2 static void axpy_rows_avx2(const sax_ctx *c, float *o, int64_t e0
                     i3 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *) (wb->qs + 24)));
                     dx = _cvtsh_ss(wb->d);
                 }
-                const __m256 cc = _mm256_set1_ps(dx * ms[k]);
+                const float ck = dx * ms[k];
+                csum += ck;
+                const __m256 cc = _mm256_set1_ps(ck);
                 v0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), cc, v0);
                 v1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), cc, v1);
                 v2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i2), cc, v2);
                 v3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i3), cc, v3);
+            }
+            if (q4) {
+                const __m256 c8 = _mm256_set1_ps(8.0f * csum);
+                v0 = _mm256_sub_ps(v0, c8);
+                v1 = _mm256_sub_ps(v1, c8);
+                v2 = _mm256_sub_ps(v2, c8);
+                v3 = _mm256_sub_ps(v3, c8);
             }
             _mm256_storeu_ps(ob, v0);
             _mm256_storeu_ps(ob + 8, v1);
