@@ -88,9 +88,14 @@ for (const type of [GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q6_K]) {
   }
 }
 
-for (const type of [GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q6_K]) {
+const MATMUL_CASES: [GgmlType, number][] = [
+  [GgmlType.Q4_0, 288], // 9 blocks: the 8-block step and a tail
+  [GgmlType.Q4_0, 96], // short rows: eight rows per pass, n_rows % 8 rows one by one
+  [GgmlType.Q8_0, 288],
+  [GgmlType.Q6_K, 512],
+];
+for (const [type, nCols] of MATMUL_CASES) {
   for (const [nRows, nTokens] of [[1, 1], [7, 3], [33, 5], [70, 9]]) {
-    const nCols = type === GgmlType.Q6_K ? 512 : 288; // 9 blocks: 8-block step + tail
     Deno.test(
       `matmul() ${GgmlType[type]} ${nRows}x${nCols} x ${nTokens} tokens matches matmulRef()`,
       () => {

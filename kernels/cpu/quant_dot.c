@@ -369,6 +369,31 @@ __attribute__((target("avx2,fma,f16c"))) static void dot_q4_0_q8_0x_x4_avx2(
     }
 }
 
+// Eight Q4_0 rows (stride `rb` bytes) against one q8_0x row, for short rows (n < 256, e.g. the
+// predictor's fc2): one lane per row, so the 8 rows share every reduction and scale step.
+__attribute__((target("avx2,fma,f16c"))) static void dot8_q4_0_q8_0x_avx2(
+    int64_t n, const uint8_t *w, size_t rb, const void *vy, float *out) {
+    const int64_t nb = n / PI_QK8_0;
+    const int8_t *yq = pi_q8_0x_qs(vy);
+    const float *yd = pi_q8_0x_d(vy, nb);
+    const int32_t *ys8 = pi_q8_0x_s8(vy, nb);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i y = _mm256_loadu_si256((const __m256i *) (yq + b * 32));
+        __m256i p[8];
+        for (int k = 0; k < 8; k++) {
+            const pi_block_q4_0 *x = (const pi_block_q4_0 *) (w + k * rb) + b;
+            p[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_q4_0(x->qs), y), ones);
+        }
+        const __m256i s = _mm256_sub_epi32(sums8(p), _mm256_set1_epi32(ys8[b]));
+        const __m256 d = _mm256_mul_ps(scales8(w + b * sizeof(pi_block_q4_0), rb),
+                                       _mm256_set1_ps(yd[b]));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
+    }
+    _mm256_storeu_ps(out, acc);
+}
+
 __attribute__((target("avx2,fma,f16c"))) static float dot_q8_0_q8_0x_avx2(int64_t n,
                                                                            const void *vx,
                                                                            const void *vy) {
@@ -627,6 +652,21 @@ static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
         const int64_t r1 = r0 + MM_ROW_TILE < i1 ? r0 + MM_ROW_TILE : i1;
         int64_t t = 0;
 #if defined(PI_QD_X86)
+        if (!c->use_ref && c->type == MM_Q4_0 && pi_qd_has_avx2() && c->n_cols < 256) {
+            // short rows: 8 rows at a time (groups fixed by the row index; the n_rows % 8 rows
+            // at the end of the matrix take the per-row kernel)
+            for (t = 0; t < c->n_tokens; t++) {
+                const uint8_t *y = c->xq + t * c->xq_row_bytes;
+                float *o = c->out + t * c->n_rows;
+                int64_t r = r0;
+                for (; r + 8 <= r1 && r + 8 <= c->n_rows; r += 8) {
+                    dot8_q4_0_q8_0x_avx2(c->n_cols, c->w + r * c->w_row_bytes, c->w_row_bytes, y,
+                                         o + r);
+                }
+                for (; r < r1; r++) o[r] = dot(c->n_cols, c->w + r * c->w_row_bytes, y);
+            }
+            continue;
+        }
         if (!c->use_ref && c->type == MM_Q4_0 && pi_qd_has_avx2()) {
             for (; t + 4 <= c->n_tokens; t += 4) {
                 for (int64_t r = r0; r < r1; r++) {
