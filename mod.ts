@@ -142,3 +142,11 @@ export {
 export { torchSave1d } from "./src/gpu_index/torch_save.ts";
 export { profileActivations, type ProfileOptions } from "./src/gpu_index/profile.ts";
 export { TsHotFfn } from "./src/gpu_index/ts_hot_ffn.ts";
+export {
+  makeModel,
+  type MakeModelOptions,
+  type MakeModelResult,
+  MODEL_SHAPES,
+  type ModelShape,
+  modelShape,
+} from "./src/bench/make_model.ts";

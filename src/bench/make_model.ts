@@ -418,7 +418,22 @@ function vocabMetadata(path: string | URL): GgufKv[] {
   return [...vocab.metadata.values()].filter((kv) => kv.key.startsWith("tokenizer."));
 }
 
-/** Resolves a shape name (throws a RangeError listing the known ones). */
+/**
+ * Resolves a shape name of {@linkcode MODEL_SHAPES} (a custom shape passes through).
+ *
+ * @param shape A shape name or a shape.
+ * @returns The shape.
+ * @throws {RangeError} On an unknown name, listing the known ones.
+ *
+ * @example The TinyLlama shape
+ * ```ts
+ * import { equal } from "node:assert/strict";
+ * import { modelShape } from "./make_model.ts";
+ * const s = modelShape("tinyllama-1.1b");
+ * equal(s.nEmbd, 2048);
+ * equal(s.nFf, 5632);
+ * ```
+ */
 export function modelShape(shape: string | ModelShape): ModelShape {
   if (typeof shape !== "string") return shape;
   const s = MODEL_SHAPES[shape];
