@@ -46,6 +46,11 @@ export class MappedFileError extends PowerInferError {
   override name = "MappedFileError";
 }
 
+/** An output file could not be written (missing directory, a directory in the way, no permission). */
+export class FileWriteError extends PowerInferError {
+  override name = "FileWriteError";
+}
+
 /** Quantization was asked for something it cannot do. */
 export class QuantizeError extends PowerInferError {
   override name = "QuantizeError";

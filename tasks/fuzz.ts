@@ -13,6 +13,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { usageLine } from "../src/cli/report_error.ts";
 import { PowerInferError } from "../src/errors.ts";
 import { FUZZ_TARGETS, type FuzzInput, type FuzzTarget } from "./fuzz_targets.ts";
 
@@ -254,17 +255,29 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzSummary> {
   return summary;
 }
 
-async function main(): Promise<number> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      cases: { type: "string", default: "100000" },
-      seed: { type: "string", default: "1" },
-      target: { type: "string", multiple: true },
-      replay: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
+/**
+ * The `deno task fuzz` command line; returns the exit status (1 on a usage error or a failure).
+ *
+ * @param args Command-line arguments.
+ * @returns 0 when every case gave a valid parse or a typed error.
+ */
+export async function main(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        cases: { type: "string", default: "100000" },
+        seed: { type: "string", default: "1" },
+        target: { type: "string", multiple: true },
+        replay: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (error) {
+    console.error(usageLine((error as Error).message, "fuzz"));
+    return 1;
+  }
   if (values.help) {
     console.log(
       "Usage: deno task fuzz [--cases N] [--seed S] [--target NAME]... [--replay CASE]\n" +
@@ -275,18 +288,32 @@ async function main(): Promise<number> {
   const cases = Number(values.cases);
   const seed = Number(values.seed);
   if (!Number.isSafeInteger(cases) || cases < 0 || !Number.isSafeInteger(seed)) {
-    console.error(`Bad --cases ${values.cases} or --seed ${values.seed}: expected integers`);
-    return 2;
+    console.error(usageLine(
+      `Bad --cases ${values.cases} or --seed ${values.seed}: expected integers, cases >= 0`,
+      "fuzz",
+    ));
+    return 1;
   }
   let targets = FUZZ_TARGETS;
   if (values.target) {
     targets = FUZZ_TARGETS.filter((t) => values.target!.includes(t.name));
     if (targets.length === 0) {
-      console.error(`Unknown target ${values.target.join(", ")}`);
-      return 2;
+      console.error(usageLine(
+        `Unknown target ${values.target.join(", ")}: expected one of ${
+          FUZZ_TARGETS.map((t) => t.name).join(", ")
+        }`,
+        "fuzz",
+      ));
+      return 1;
     }
   }
   const only = values.replay === undefined ? undefined : Number(values.replay);
+  if (only !== undefined && (!Number.isSafeInteger(only) || only < 0 || only >= cases)) {
+    console.error(
+      usageLine(`Bad --replay ${values.replay}: expected a case in 0..${cases - 1}`, "fuzz"),
+    );
+    return 1;
+  }
   const s = await runFuzz({
     cases,
     seed,
@@ -319,4 +346,4 @@ async function main(): Promise<number> {
   return s.failures.length > 0 ? 1 : 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -4,6 +4,7 @@ import { GgmlType, type GgufKv, type GgufMagic, GgufValueType } from "../src/ggu
 import { parseGguf } from "../src/gguf/reader.ts";
 import { type GgufWriteSpec, layoutGguf, serializeGguf, writeGguf } from "../src/gguf/writer.ts";
 import { seededRandom, sharedFixture } from "./_helpers.ts";
+import { FileWriteError } from "../src/errors.ts";
 
 const T = GgufValueType;
 
@@ -292,5 +293,34 @@ Deno.test("writeGguf() rewrites the tiny f32 model through the streaming path", 
     ok(out.length === bytes.length && out.every((b, i) => b === bytes[i]));
   } finally {
     await Deno.remove(path);
+  }
+});
+
+Deno.test("writeGguf() refuses a missing directory or a directory path before any provider runs", async () => {
+  const dir = Deno.makeTempDirSync();
+  let called = 0;
+  const spec = {
+    metadata: [],
+    tensors: [{
+      name: "w",
+      type: GgmlType.F32,
+      ne: [2],
+      data: () => (called++, new Uint8Array(8)),
+    }],
+  };
+  try {
+    await rejects(
+      writeGguf(`${dir}/missing/out.gguf`, spec),
+      (e: Error) =>
+        e instanceof FileWriteError && /directory ".*missing" does not exist/.test(e.message),
+    );
+    await rejects(
+      writeGguf(dir, spec),
+      (e: Error) => e instanceof FileWriteError && /it is a directory/.test(e.message),
+    );
+    equal(called, 0);
+    deepStrictEqual([...Deno.readDirSync(dir)], []);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
   }
 });

@@ -7,7 +7,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { PowerInferError } from "../errors.ts";
+import { reportError, usageLine } from "./report_error.ts";
+import { checkOutputPath } from "../gguf/output_file.ts";
 import { type GgmlType, ggmlTypeName } from "../gguf/types.ts";
 import { writeGguf } from "../gguf/writer.ts";
 import { type ConvertOutType, planConversion } from "../convert/convert.ts";
@@ -53,7 +54,7 @@ export async function main(args: string[]): Promise<number> {
       strict: true,
     }));
   } catch (error) {
-    console.error(`error: ${(error as Error).message}\n\n${USAGE}`);
+    console.error(usageLine((error as Error).message, "convert"));
     return 1;
   }
   if (values.help) {
@@ -62,25 +63,28 @@ export async function main(args: string[]): Promise<number> {
   }
   const outtype = (values.outtype ?? "f16") as ConvertOutType;
   if (!["f32", "f16", "q4_0"].includes(outtype)) {
-    console.error(`error: --outtype must be f32, f16 or q4_0, got "${values.outtype}"\n\n${USAGE}`);
+    console.error(
+      usageLine(`--outtype must be f32, f16 or q4_0, got "${values.outtype}"`, "convert"),
+    );
     return 1;
   }
   if (!values.outfile || positionals.length < 1 || positionals.length > 2) {
     console.error(
-      `error: give --outfile OUT, MODEL_DIR and (unless --dense) PREDICTOR_DIR\n\n${USAGE}`,
+      usageLine("Give --outfile OUT, MODEL_DIR and (unless --dense) PREDICTOR_DIR", "convert"),
     );
     return 1;
   }
   const [modelDir, predictorDir] = positionals as [string, string | undefined];
   const dense = values.dense ?? false;
   if (dense && predictorDir) {
-    console.error("error: --dense writes no predictors: drop PREDICTOR_DIR");
+    console.error(usageLine("--dense writes no predictors: drop PREDICTOR_DIR", "convert"));
     return 1;
   }
   const tty = Deno.stderr.isTerminal();
   const enc = new TextEncoder();
   const err = (s: string) => Deno.stderr.writeSync(enc.encode(s));
   try {
+    checkOutputPath(values.outfile);
     using plan = planConversion(modelDir, { outtype, dense, predictorDir });
     const total = plan.tensors.length;
     err(
@@ -122,11 +126,7 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   } catch (error) {
     if (tty) err("\n");
-    if (error instanceof PowerInferError) {
-      console.error(`error: ${error.message}`);
-      return 1;
-    }
-    throw error;
+    return reportError(error);
   }
 }
 

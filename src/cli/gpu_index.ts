@@ -7,8 +7,9 @@
  */
 
 import { parseArgs } from "node:util";
+import { reportError, usageLine } from "./report_error.ts";
+import { checkOutputPath } from "../gguf/output_file.ts";
 import { dirname, join } from "node:path";
-import { PowerInferError } from "../errors.ts";
 import { openGguf } from "../gguf/open.ts";
 import { budgetShapeOf } from "../gpu_index/budget.ts";
 import { gpuIndexPathFor, writeGpuIndex } from "../gpu_index/gpuidx.ts";
@@ -62,7 +63,7 @@ export async function main(args: string[]): Promise<number> {
       strict: true,
     }));
   } catch (error) {
-    console.error(`error: ${(error as Error).message}\n\n${USAGE}`);
+    console.error(usageLine((error as Error).message, "gpu-index"));
     return 1;
   }
   if (values.help) {
@@ -70,21 +71,25 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   if (!values.model) {
-    console.error(`error: -m MODEL is required\n\n${USAGE}`);
+    console.error(usageLine("-m MODEL is required", "gpu-index"));
     return 1;
   }
   if (values["vram-budget"] === undefined && values.neurons === undefined) {
-    console.error(`error: give --vram-budget GiB or --neurons N\n\n${USAGE}`);
+    console.error(usageLine("Give --vram-budget GiB or --neurons N", "gpu-index"));
     return 1;
   }
   const num = (name: string, v: string | undefined): number | undefined => {
     if (v === undefined) return undefined;
     const n = Number(v);
     if (!Number.isFinite(n)) throw new RangeError(`Invalid value for --${name}: ${v}`);
+    if (name === "vram-budget" && (n < 0 || n * 2 ** 30 > Number.MAX_SAFE_INTEGER)) {
+      throw new RangeError(`Invalid --vram-budget ${v}: expected GiB in 0..${2 ** 23 - 1}`);
+    }
     return n;
   };
   try {
     const modelPath = values.model;
+    if (!values["no-write"]) checkOutputPath(values.out ?? gpuIndexPathFor(modelPath));
     using file = openGguf(modelPath);
     const shape = budgetShapeOf(file);
     const dir = values.activation ?? join(dirname(modelPath), "activation");
@@ -114,11 +119,7 @@ export async function main(args: string[]): Promise<number> {
     }
     return 0;
   } catch (error) {
-    if (error instanceof PowerInferError || error instanceof RangeError) {
-      console.error(`error: ${error.message}`);
-      return 1;
-    }
-    throw error;
+    return reportError(error);
   }
 }
 

@@ -13,6 +13,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { reportError, usageLine } from "./report_error.ts";
 import { openGguf } from "../gguf/open.ts";
 import { type GgufFile, ggufValueTypeName } from "../gguf/reader.ts";
 import { ggmlTypeName, type GgufKv, type GgufScalar, GgufValueType } from "../gguf/types.ts";
@@ -184,16 +185,16 @@ export function main(args: string[]): number {
       },
     }));
   } catch (error) {
-    console.error(`error: ${(error as Error).message}\n${USAGE}`);
-    return 2;
+    console.error(usageLine((error as Error).message, "inspect"));
+    return 1;
   }
   if (values.help) {
     console.log(USAGE);
     return 0;
   }
   if (positionals.length !== 1) {
-    console.error(`error: expected one file, found ${positionals.length}\n${USAGE}`);
-    return 2;
+    console.error(usageLine(`Expected one file, found ${positionals.length}`, "inspect"));
+    return 1;
   }
   const path = positionals[0]!;
   try {
@@ -204,8 +205,7 @@ export function main(args: string[]): number {
     console.log(out);
     return 0;
   } catch (error) {
-    console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
-    return 1;
+    return reportError(error);
   }
 }
 

@@ -7,8 +7,10 @@
  */
 
 import { parseArgs } from "node:util";
+import { reportError, usageLine } from "./report_error.ts";
+import { FileWriteError } from "../errors.ts";
+import { checkInputFile, fsErrorReason, writeFileAtomicSync } from "../gguf/output_file.ts";
 import { dirname, join } from "node:path";
-import { PowerInferError } from "../errors.ts";
 import { profileActivations } from "../gpu_index/profile.ts";
 import { ACTIVATION_JSON, formatActivationJson } from "../gpu_index/stats.ts";
 import { torchSave1d } from "../gpu_index/torch_save.ts";
@@ -36,6 +38,20 @@ options:
       --json            print the result (fractions, tokens, path) as JSON
 `;
 
+/** Creates the output directory (and its parents); a file in the way is a clear error. */
+function makeOutputDir(dir: string): void {
+  try {
+    Deno.mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    const reason = error instanceof Deno.errors.AlreadyExists
+      ? "a file of that name is in the way (give a directory)"
+      : fsErrorReason(error);
+    throw new FileWriteError(`Cannot create output directory "${dir}": ${reason}`, {
+      cause: error,
+    });
+  }
+}
+
 /** Runs the CLI; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   let values;
@@ -57,7 +73,7 @@ export async function main(args: string[]): Promise<number> {
       strict: true,
     }));
   } catch (error) {
-    console.error(`error: ${(error as Error).message}\n\n${USAGE}`);
+    console.error(usageLine((error as Error).message, "profile"));
     return 1;
   }
   if (values.help) {
@@ -65,12 +81,12 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   if (!values.model || !values.file) {
-    console.error(`error: -m MODEL and -f TEXT are required\n\n${USAGE}`);
+    console.error(usageLine("-m MODEL and -f TEXT are required", "profile"));
     return 1;
   }
   const mode = values.mode ?? "gate";
   if (mode !== "gate" && mode !== "predictor") {
-    console.error(`error: --mode must be gate or predictor, found ${mode}`);
+    console.error(usageLine(`--mode must be gate or predictor, found ${mode}`, "profile"));
     return 1;
   }
   const int = (name: string, v: string | undefined): number | undefined => {
@@ -82,6 +98,9 @@ export async function main(args: string[]): Promise<number> {
     return n;
   };
   try {
+    checkInputFile(values.file, "text");
+    const dir = values.out ?? join(dirname(values.model), "activation");
+    makeOutputDir(dir); // before the run, so a bad --out does not waste it
     const text = await Deno.readTextFile(values.file);
     let documents: string[] = [text];
     if (values.file.endsWith(".json")) {
@@ -102,19 +121,17 @@ export async function main(args: string[]): Promise<number> {
       },
     });
     if (!values.json) console.error();
-    const dir = values.out ?? join(dirname(values.model), "activation");
-    await Deno.mkdir(dir, { recursive: true });
     const out = join(dir, ACTIVATION_JSON);
-    await Deno.writeTextFile(
+    writeFileAtomicSync(
       out,
-      formatActivationJson(result, {
+      new TextEncoder().encode(formatActivationJson(result, {
         model: values.model,
         threshold: result.mode === "gate" ? undefined : result.threshold,
-      }),
+      })),
     );
     if (values.pt) {
       for (const [i, c] of result.counts.entries()) {
-        await Deno.writeFile(join(dir, `activation_${i}.pt`), torchSave1d(c, `activation_${i}`));
+        writeFileAtomicSync(join(dir, `activation_${i}.pt`), torchSave1d(c, `activation_${i}`));
       }
     }
     const seconds = (performance.now() - t0) / 1000;
@@ -139,18 +156,7 @@ export async function main(args: string[]): Promise<number> {
     }
     return 0;
   } catch (error) {
-    if (
-      error instanceof PowerInferError || error instanceof RangeError ||
-      error instanceof SyntaxError
-    ) {
-      console.error(`error: ${error.message}`);
-      return 1;
-    }
-    if (error instanceof Deno.errors.NotFound) {
-      console.error(`error: ${error.message}`);
-      return 1;
-    }
-    throw error;
+    return reportError(error);
   }
 }
 

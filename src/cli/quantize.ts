@@ -13,6 +13,7 @@
 
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
+import { reportError } from "./report_error.ts";
 import { ggmlTypeName } from "../gguf/types.ts";
 import {
   parseQuantizeTarget,
@@ -199,9 +200,7 @@ export async function quantizeMain(
     for (const line of formatSummary(summary)) write(line);
     return 0;
   } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    writeError(`error: ${message.split("\n")[0]}`);
-    return 1;
+    return reportError(e, writeError);
   } finally {
     if (interactive) Deno.removeSignalListener("SIGINT", onSignal);
   }

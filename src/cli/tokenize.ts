@@ -11,6 +11,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { reportError } from "./report_error.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 
 const USAGE = "usage: deno task tokenize -m FILE [--json] [--no-bos] [--special] TEXT";
@@ -72,9 +73,7 @@ export function tokenizeMain(
     }
     return 0;
   } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    writeError(`error: ${message.split("\n")[0]}`);
-    return 1;
+    return reportError(e, writeError);
   }
 }
 

@@ -20,6 +20,7 @@ import {
   tensorByteSize,
 } from "../gguf/types.ts";
 import { type GgufWriteProgress, type GgufWriteTensor, writeGguf } from "../gguf/writer.ts";
+import { fsErrorReason } from "../gguf/output_file.ts";
 import { openNative } from "../../ffi/library.ts";
 import { quantizeRows } from "../../ffi/ops.ts";
 import { quantize } from "../quant/quantize.ts";
@@ -67,12 +68,38 @@ type HfConfig = Record<string, unknown>;
 const SUPPORTED = "supported: LLaMA-family (model_type llama / mistral / bamboo) and Falcon " +
   "(model_type falcon / RefinedWeb)";
 
+/** Refuses a missing directory or a file given where a directory belongs, saying which. */
+function checkDirectory(dir: string, what: string, expected: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(dir);
+  } catch (cause) {
+    throw new ConvertError(
+      `Cannot read ${what} "${dir}": ${fsErrorReason(cause)} (expected ${expected})`,
+      { cause },
+    );
+  }
+  if (!info.isDirectory) {
+    throw new ConvertError(
+      `${what[0]!.toUpperCase()}${
+        what.slice(1)
+      } "${dir}" is a file: give the directory (${expected})`,
+    );
+  }
+}
+
 function readConfig(dir: string): HfConfig {
+  checkDirectory(dir, "model directory", "a Hugging Face model directory with config.json");
   let text: string;
   try {
     text = Deno.readTextFileSync(join(dir, "config.json"));
   } catch (cause) {
-    throw new ConvertError(`Cannot read ${join(dir, "config.json")}`, { cause });
+    throw new ConvertError(
+      `Cannot read ${join(dir, "config.json")}: ${
+        fsErrorReason(cause)
+      } (MODEL_DIR must be a Hugging Face model directory)`,
+      { cause },
+    );
   }
   try {
     const c = JSON.parse(text);
@@ -222,11 +249,14 @@ function openPredictors(
   nLayer: number,
 ): { layers: PredictorLayer[]; threshold: number | undefined; close: () => void } {
   const files: number[] = [];
+  checkDirectory(dir, "predictor directory", "PowerInfer's model_<layer>.pt files");
   let entries: Deno.DirEntry[];
   try {
     entries = [...Deno.readDirSync(dir)];
   } catch (cause) {
-    throw new ConvertError(`Cannot read predictor directory ${dir}`, { cause });
+    throw new ConvertError(`Cannot read predictor directory ${dir}: ${fsErrorReason(cause)}`, {
+      cause,
+    });
   }
   for (const e of entries) {
     const m = /^model_(\d+)\.pt$/.exec(e.name);

@@ -20,6 +20,7 @@ import {
   type GgufScalar,
   GgufValueType,
 } from "./types.ts";
+import { checkOutputPath, fileWriteError, tempPathBeside } from "./output_file.ts";
 
 /** One tensor to write; `data` is called exactly once, in tensor order, when its turn comes. */
 export interface GgufWriteTensor {
@@ -365,6 +366,8 @@ async function emit(spec: GgufWriteSpec, sink: ByteSink, onProgress?: GgufWriteP
  * @param spec Metadata and tensors; each `data()` is called once, in order.
  * @param opts `onProgress` is called after each tensor.
  * @throws {RangeError | TypeError} If the spec is invalid or a provider returns the wrong size.
+ * @throws {FileWriteError} If the directory is missing, `path` is a directory, or a write fails
+ *   (checked before any provider runs where it can be).
  *
  * @example Write and read back
  * ```ts
@@ -389,20 +392,34 @@ export async function writeGguf(
   spec: GgufWriteSpec,
   opts?: { onProgress?: GgufWriteProgress },
 ): Promise<void> {
-  const tmp = `${path}.tmp-${Deno.pid}-${Math.random().toString(36).slice(2, 10)}`;
-  const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  checkOutputPath(path);
+  const tmp = tempPathBeside(path);
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  } catch (error) {
+    throw fileWriteError(path, error);
+  }
   let closed = false;
   try {
     const sink: ByteSink = {
       async write(chunk) {
         let done = 0;
-        while (done < chunk.length) done += await file.write(chunk.subarray(done));
+        try {
+          while (done < chunk.length) done += await file.write(chunk.subarray(done));
+        } catch (error) {
+          throw fileWriteError(path, error);
+        }
       },
     };
     await emit(spec, sink, opts?.onProgress);
     file.close();
     closed = true;
-    await Deno.rename(tmp, path);
+    try {
+      await Deno.rename(tmp, path);
+    } catch (error) {
+      throw fileWriteError(path, error);
+    }
   } catch (error) {
     if (!closed) file.close();
     await Deno.remove(tmp).catch(() => {});

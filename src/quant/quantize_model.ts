@@ -7,11 +7,12 @@
  * @module
  */
 import { basename, dirname, join, resolve } from "node:path";
-import { QuantizeError } from "../errors.ts";
+import { FileWriteError, PowerInferError, QuantizeError } from "../errors.ts";
 import { GgmlType, ggmlTypeName, type GgufKv, GgufValueType } from "../gguf/types.ts";
 import type { GgufFile, GgufTensorInfo } from "../gguf/reader.ts";
 import { openGguf } from "../gguf/open.ts";
 import { type GgufWriteSpec, layoutGguf, writeGguf } from "../gguf/writer.ts";
+import { checkInputFile, checkOutputPath } from "../gguf/output_file.ts";
 import * as native from "../../ffi/ops.ts";
 import { dequantize, quantize } from "./quantize.ts";
 
@@ -278,6 +279,7 @@ function sameFile(a: Deno.FileInfo, b: Deno.FileInfo): boolean {
 
 /** Refuses an output path that is (or links to) the input. */
 function checkPaths(inputPath: string, outputPath: string): void {
+  checkInputFile(inputPath, "input");
   const input = Deno.statSync(inputPath);
   let output: Deno.FileInfo | undefined;
   try {
@@ -293,13 +295,14 @@ function checkPaths(inputPath: string, outputPath: string): void {
       ? Deno.realPathSync(outputPath)
       : join(Deno.realPathSync(dirname(resolve(outputPath))), basename(outputPath));
   } catch {
-    // a missing output directory is reported by the writer
+    // a missing output directory is reported by checkOutputPath below
   }
   if (realIn === realOut || (output && sameFile(input, output))) {
     throw new QuantizeError(
       `Output path "${outputPath}" is the input file "${inputPath}": choose another output path`,
     );
   }
+  checkOutputPath(outputPath);
 }
 
 /**
@@ -335,6 +338,7 @@ export async function quantizeModel(
     checkPaths(inputPath, outputPath);
   } catch (error) {
     if (error instanceof QuantizeError) throw error;
+    if (error instanceof PowerInferError) throw new QuantizeError(error.message, { cause: error });
     throw new QuantizeError(`Cannot read input "${inputPath}": ${(error as Error).message}`, {
       cause: error,
     });
@@ -461,6 +465,9 @@ export async function quantizeModel(
         throw new QuantizeError(`Quantization of "${inputPath}" was aborted; no output written`, {
           cause: error,
         });
+      }
+      if (error instanceof FileWriteError) {
+        throw new QuantizeError(error.message, { cause: error });
       }
       throw new QuantizeError(
         `Cannot write "${outputPath}": ${(error as Error).message}; no output written`,

@@ -20,6 +20,7 @@
  */
 
 import { TokenizerError } from "../errors.ts";
+import { checkInputFile } from "../gguf/output_file.ts";
 import { type GgufByteSource, type GgufFile, parseGgufSource } from "../gguf/reader.ts";
 import { BpeEncoder, UNICODE_TO_BYTE } from "./bpe.ts";
 import { SpmEncoder } from "./spm.ts";
@@ -331,6 +332,7 @@ export function tokenizerFromGguf(file: GgufFile, options?: LoadVocabOptions): V
 
 /** A byte source reading windows of a file on demand (only the GGUF header gets read). */
 function fileSource(path: string): GgufByteSource {
+  checkInputFile(path);
   const file = Deno.openSync(path, { read: true });
   const byteLength = file.statSync().size;
   return {
@@ -360,7 +362,7 @@ function fileSource(path: string): GgufByteSource {
  * @returns The tokenizer.
  * @throws {TokenizerError} If the vocabulary is missing or inconsistent.
  * @throws {GgufFormatError} If the file is not GGUF.
- * @throws {Deno.errors.NotFound} If the file does not exist.
+ * @throws {MappedFileError} If the file does not exist or is a directory.
  *
  * @example Tokenize with the LLaMA vocabulary
  * ```ts ignore

@@ -6,6 +6,7 @@
  */
 
 import { CheckpointFormatError } from "../errors.ts";
+import { checkInputFile } from "../gguf/output_file.ts";
 
 /** Bytes that can be read at any offset. `read` may return a view (no copy) or a fresh array. */
 export interface ByteSource {
@@ -75,6 +76,7 @@ export class FileSource implements ByteSource, Disposable {
 
   constructor(path: string) {
     this.path = path;
+    checkInputFile(path);
     this.#file = Deno.openSync(path, { read: true });
     this.byteLength = this.#file.statSync().size;
   }

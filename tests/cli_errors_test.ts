@@ -1,0 +1,202 @@
+// Every CLI task answers a user mistake (bad option, missing or wrong kind of file, an output
+// path it cannot write, an impossible number) with ONE line `error: ...` and exit status 1:
+// no stack trace, no usage dump, no work done first, nothing left behind. The mains run in this
+// process with console.error/log captured (much cheaper than spawning a deno per case).
+import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
+import { main as inspectMain } from "../src/cli/inspect.ts";
+import { main as convertMain } from "../src/cli/convert.ts";
+import { main as gpuIndexMain } from "../src/cli/gpu_index.ts";
+import { main as profileMain } from "../src/cli/profile.ts";
+import { quantizeMain } from "../src/cli/quantize.ts";
+import { tokenizeMain } from "../src/cli/tokenize.ts";
+import { main as fuzzMain } from "../tasks/fuzz.ts";
+import { sharedFixture } from "./_helpers.ts";
+
+const TINY = sharedFixture("models/tiny/tiny.powerinfer.f16.gguf");
+const HF = sharedFixture("models/tiny/hf");
+const PREDICTOR = sharedFixture("models/tiny/predictor");
+
+type Main = (args: string[]) => number | Promise<number>;
+
+/** Runs `main` with stdout/stderr captured; returns the exit status and the stderr lines. */
+async function capture(main: Main, args: string[]): Promise<{ code: number; err: string[] }> {
+  const err: string[] = [];
+  const { error, log } = console;
+  console.error = (...a: unknown[]) => err.push(...a.map(String).join(" ").split("\n"));
+  console.log = () => {};
+  try {
+    return { code: await main(args), err };
+  } finally {
+    console.error = error;
+    console.log = log;
+  }
+}
+
+/** The one-line failure every case must give; `pattern` pins what the line says. */
+async function failsWithOneLine(main: Main, args: string[], pattern: RegExp): Promise<void> {
+  const { code, err } = await capture(main, args);
+  const lines = err.filter((l) => l.trim() !== "" && !/^\r?profiled /.test(l));
+  equal(code, 1, `exit status for ${args.join(" ")}: ${lines.join(" | ")}`);
+  equal(lines.length, 1, `stderr for ${args.join(" ")}:\n${lines.join("\n")}`);
+  match(lines[0]!, /^error: [A-Z-]/);
+  ok(!/\n\s+at /.test(lines[0]!), "no stack trace");
+  match(lines[0]!, pattern);
+}
+
+/** The names in `dir` (to see that nothing, not even a temp file, was left behind). */
+function names(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+}
+
+const tokenize: Main = (a) => tokenizeMain(a, () => {}, console.error);
+const quantize: Main = (a) => quantizeMain(a, () => {}, console.error);
+
+Deno.test("inspect: usage mistakes and unreadable files are one line, exit 1", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    await failsWithOneLine(inspectMain, [], /Expected one file, found 0 .*--help/);
+    await failsWithOneLine(inspectMain, ["--bogus", TINY], /Unknown option '--bogus'/);
+    await failsWithOneLine(inspectMain, [`${dir}/none.gguf`], /Cannot open .*none\.gguf/);
+    await failsWithOneLine(inspectMain, [dir], /not a regular file/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("tokenize: a missing file or a directory names the path and the reason", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    await failsWithOneLine(
+      tokenize,
+      ["-m", `${dir}/none.gguf`, "hi"],
+      /Cannot read file ".*none\.gguf": no such file or directory/,
+    );
+    await failsWithOneLine(tokenize, ["-m", dir, "hi"], /it is a directory, expected a file/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("quantize: bad input and output paths fail before any work, leaving nothing", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    await failsWithOneLine(
+      quantize,
+      ["--no-progress", TINY, `${dir}/missing/out.gguf`, "Q4_0"],
+      /Cannot write ".*missing\/out\.gguf": directory ".*missing" does not exist/,
+    );
+    await failsWithOneLine(
+      quantize,
+      ["--no-progress", TINY, dir, "Q4_0"],
+      /Cannot write ".*": it is a directory/,
+    );
+    await failsWithOneLine(
+      quantize,
+      ["--no-progress", dir, `${dir}/out.gguf`, "Q4_0"],
+      /Cannot read input ".*": it is a directory/,
+    );
+    deepStrictEqual(names(dir), []);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("convert: wrong directories and unwritable outputs are one line, exit 1", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    await failsWithOneLine(convertMain, ["--bogus"], /Unknown option '--bogus'.*--help/);
+    await failsWithOneLine(
+      convertMain,
+      ["--outfile", `${dir}/out.gguf`, `${HF}/config.json`, PREDICTOR],
+      /Model directory ".*config\.json" is a file: give the directory/,
+    );
+    await failsWithOneLine(
+      convertMain,
+      ["--outfile", `${dir}/out.gguf`, `${dir}/nohf`, PREDICTOR],
+      /Cannot read model directory ".*nohf": no such file or directory/,
+    );
+    await failsWithOneLine(
+      convertMain,
+      ["--outfile", `${dir}/out.gguf`, HF, `${dir}/nopred`],
+      /Cannot read predictor directory ".*nopred": no such file or directory/,
+    );
+    await failsWithOneLine(
+      convertMain,
+      ["--outfile", `${dir}/missing/out.gguf`, HF, PREDICTOR],
+      /directory ".*missing" does not exist/,
+    );
+    await failsWithOneLine(
+      convertMain,
+      ["--outfile", dir, HF, PREDICTOR],
+      /Cannot write ".*": it is a directory/,
+    );
+    deepStrictEqual(names(dir), []);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("gpu-index: impossible budgets and unwritable outputs are one line, exit 1", async () => {
+  const dir = Deno.makeTempDirSync();
+  const base = ["-m", TINY];
+  try {
+    await failsWithOneLine(gpuIndexMain, [], /-m MODEL is required .*--help/);
+    await failsWithOneLine(
+      gpuIndexMain,
+      [...base, "--vram-budget", "-1"],
+      /argument is ambiguous.*--vram-budget=-XYZ/,
+    );
+    await failsWithOneLine(
+      gpuIndexMain,
+      [...base, "--vram-budget", "1e30", "--out", `${dir}/x.gpuidx`],
+      /Invalid --vram-budget 1e30: expected GiB in 0\.\./,
+    );
+    await failsWithOneLine(
+      gpuIndexMain,
+      [...base, "--vram-budget", "0", "--out", `${dir}/x.gpuidx`],
+      /VRAM budget 0 B is too small/,
+    );
+    await failsWithOneLine(
+      gpuIndexMain,
+      [...base, "--vram-budget", "1", "--out", `${dir}/missing/x.gpuidx`],
+      /directory ".*missing" does not exist/,
+    );
+    await failsWithOneLine(
+      gpuIndexMain,
+      [...base, "--vram-budget", "1", "--out", dir],
+      /Cannot write ".*": it is a directory/,
+    );
+    deepStrictEqual(names(dir), []);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("profile: a directory as text and a file as --out fail before profiling", async () => {
+  const dir = Deno.makeTempDirSync();
+  const text = `${dir}/text.txt`;
+  Deno.writeTextFileSync(text, "hello");
+  try {
+    await failsWithOneLine(
+      profileMain,
+      ["-m", TINY, "-f", dir, "--out", `${dir}/act`],
+      /Cannot read text ".*": it is a directory/,
+    );
+    await failsWithOneLine(
+      profileMain,
+      ["-m", TINY, "-f", text, "--out", text],
+      /Cannot create output directory ".*text\.txt": a file of that name is in the way/,
+    );
+    deepStrictEqual(names(dir), ["text.txt"]);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("fuzz task: bad options are one line, exit 1", async () => {
+  const fuzz: Main = fuzzMain;
+  await failsWithOneLine(fuzz, ["--bogus"], /Unknown option '--bogus'/);
+  await failsWithOneLine(fuzz, ["--cases", "x"], /Bad --cases x/);
+  await failsWithOneLine(fuzz, ["--target", "nope", "--cases", "1"], /Unknown target nope/);
+  await failsWithOneLine(fuzz, ["--cases", "2", "--replay", "5"], /Bad --replay 5/);
+});
