@@ -17,6 +17,7 @@ import type { GgufFile } from "../gguf/reader.ts";
 import { parseGguf } from "../gguf/reader.ts";
 import { GgmlType, type GgufKv, GgufValueType } from "../gguf/types.ts";
 import { type GgufWriteSpec, layoutGguf, serializeGguf, writeGguf } from "../gguf/writer.ts";
+import { writeFileAtomicSync } from "../gguf/output_file.ts";
 
 /** Architecture string of GPU-index files. */
 export const GPU_INDEX_ARCH = "generic.gpu_index";
@@ -184,16 +185,7 @@ export function serializeGpuIndexSync(index: GpuIndex): Uint8Array {
  * @param index The index.
  */
 export function writeGpuIndexSync(path: string, index: GpuIndex): void {
-  const tmp = `${path}.tmp-${Deno.pid}-${Math.random().toString(36).slice(2, 10)}`;
-  try {
-    Deno.writeFileSync(tmp, serializeGpuIndexSync(index));
-    Deno.renameSync(tmp, path);
-  } catch (error) {
-    try {
-      Deno.removeSync(tmp);
-    } catch { /* already gone */ }
-    throw error;
-  }
+  writeFileAtomicSync(path, serializeGpuIndexSync(index));
 }
 
 /**
