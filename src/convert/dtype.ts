@@ -7,36 +7,21 @@
  */
 
 import { ConvertError } from "../errors.ts";
+import { fp16FromF32Bits, fp16ToF32 } from "../quant/f16.ts";
 
 /** Float element types checkpoints store (torch dtype names; safetensors maps onto these). */
 export type SourceDType = "float32" | "float16" | "bfloat16" | "float64";
 
 /** The f16 bit pattern of one f32 bit pattern, rounding to nearest even (numpy semantics). */
 export function f16BitsFromF32Bits(f: number): number {
-  const sign = (f >>> 16) & 0x8000;
-  const exp = (f >>> 23) & 0xff;
   const mant = f & 0x7fffff;
-  if (exp === 0xff) {
-    if (mant === 0) return sign | 0x7c00;
-    // NaN: keep the top mantissa bits, but never turn into infinity.
+  if (((f >>> 23) & 0xff) === 0xff && mant !== 0) {
+    // NaN, numpy's way (F16C would also set the quiet bit): keep the top mantissa bits, but
+    // never turn into infinity. Every other value rounds exactly as the quantize reference.
     const h = 0x7c00 | (mant >>> 13);
-    return sign | (h === 0x7c00 ? 0x7c01 : h);
+    return ((f >>> 16) & 0x8000) | (h === 0x7c00 ? 0x7c01 : h);
   }
-  if (exp >= 143) return sign | 0x7c00; // |x| >= 65536 overflows
-  if (exp <= 112) {
-    if (exp < 102) return sign; // below half the smallest subnormal: signed zero
-    const full = mant | 0x800000;
-    const shift = 126 - exp; // 14..24
-    let h = full >>> shift;
-    const rem = full & ((1 << shift) - 1);
-    const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1) !== 0)) h++;
-    return sign | h;
-  }
-  let h = ((exp - 112) << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1) !== 0)) h++; // a carry may reach infinity
-  return sign | h;
+  return fp16FromF32Bits(f);
 }
 
 /**
@@ -71,15 +56,8 @@ export function f32ToF16Bytes(src: Float32Array): Uint8Array {
   return new Uint8Array(out.buffer);
 }
 
-/** f16 bits to f32 (exact). */
-export function f32FromF16Bits(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >>> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 31) return mant ? NaN : sign * Infinity;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
-}
+/** f16 bits to f32 (exact): the one scalar widening, from the quantize reference. */
+export const f32FromF16Bits: (h: number) => number = fp16ToF32;
 
 function aligned(data: Uint8Array, bytes: number): Uint8Array {
   return data.byteOffset % bytes === 0 ? data : data.slice();

@@ -23,6 +23,7 @@
 
 import { CheckpointFormatError, GpuIndexError, PowerInferError } from "../errors.ts";
 import { readTorchTensor, type TorchTensor } from "../torch/torch.ts";
+import { fp16ToF32 } from "../quant/f16.ts";
 
 /** File name of our own statistics format. */
 export const ACTIVATION_JSON = "activation_counts.json";
@@ -102,7 +103,7 @@ export function countsFromTorchTensor(tensor: TorchTensor): Float64Array {
         out[i] = view.getInt32(i * 4, true);
         break;
       case "float16":
-        out[i] = halfToFloat(view.getUint16(i * 2, true));
+        out[i] = fp16ToF32(view.getUint16(i * 2, true));
         break;
       case "bfloat16": {
         const f = new DataView(new ArrayBuffer(4));
@@ -121,15 +122,6 @@ export function countsFromTorchTensor(tensor: TorchTensor): Float64Array {
     }
   }
   return out;
-}
-
-function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 31) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
 
 /**

@@ -27,7 +27,23 @@ const U32 = new Uint32Array(F32.buffer);
  */
 export function fp16FromF32(x: number): number {
   F32[0] = x;
-  const bits = U32[0]!;
+  return fp16FromF32Bits(U32[0]!);
+}
+
+/**
+ * {@linkcode fp16FromF32} on a float32 bit pattern (no NaN canonicalisation on the way in).
+ *
+ * @param bits The float32 bits (0..2^32-1).
+ * @returns The fp16 bit pattern.
+ *
+ * @example 1.0
+ * ```ts
+ * import { equal } from "node:assert/strict";
+ * import { fp16FromF32Bits } from "./f16.ts";
+ * equal(fp16FromF32Bits(0x3f800000), 0x3c00);
+ * ```
+ */
+export function fp16FromF32Bits(bits: number): number {
   const sign = (bits >>> 16) & 0x8000;
   const exp = (bits >>> 23) & 0xff;
   const mant = bits & 0x7fffff;
