@@ -8,22 +8,16 @@
  */
 
 import { TokenizerError } from "../errors.ts";
+import { TokenType } from "../tokenizer/vocab.ts";
 
-/** SentencePiece piece types (same numbers as GGUF token types). */
-export enum SpmPieceType {
-  NORMAL = 1,
-  UNKNOWN = 2,
-  CONTROL = 3,
-  USER_DEFINED = 4,
-  UNUSED = 5,
-  BYTE = 6,
-}
+/** SentencePiece piece types: the same numbers as GGUF token types, so the same enum. */
+export { TokenType as SpmPieceType };
 
 /** One vocabulary entry. */
 export interface SpmPiece {
   piece: string;
   score: number;
-  type: SpmPieceType;
+  type: TokenType;
 }
 
 /** The parts of a SentencePiece model a converter or tokenizer uses. */
@@ -172,7 +166,7 @@ export function parseSentencePieceModel(bytes: Uint8Array): SentencePieceModel {
     if (field === 1) {
       top.expect(wire, 2, "pieces");
       const p = new Proto(top.bytesField(), `${what} piece ${model.pieces.length}`);
-      const piece: SpmPiece = { piece: "", score: 0, type: SpmPieceType.NORMAL };
+      const piece: SpmPiece = { piece: "", score: 0, type: TokenType.NORMAL };
       p.each((f, w) => {
         if (f === 1) {
           p.expect(w, 2, "piece");

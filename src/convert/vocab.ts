@@ -11,17 +11,8 @@ import { dirname, join, resolve } from "node:path";
 import { ConvertError, TokenizerError } from "../errors.ts";
 import { type GgufKv, GgufValueType } from "../gguf/types.ts";
 import { parseHfTokenizerJson } from "./hf_tokenizer.ts";
-import { parseSentencePieceModel, SpmPieceType } from "./sentencepiece.ts";
-
-/** GGUF token types (tokenizer.md). */
-export const TOKEN_TYPE = {
-  NORMAL: 1,
-  UNKNOWN: 2,
-  CONTROL: 3,
-  USER_DEFINED: 4,
-  UNUSED: 5,
-  BYTE: 6,
-} as const;
+import { parseSentencePieceModel } from "./sentencepiece.ts";
+import { TokenType } from "../tokenizer/vocab.ts";
 
 function readJson(path: string): Record<string, unknown> | undefined {
   let text: string;
@@ -72,7 +63,7 @@ export function llamaVocabKvs(dir: string, nVocab: number): GgufKv[] {
     tokens.push(p.piece);
     scores.push(p.score);
     // sentencepiece's is_unknown/is_control/is_unused/is_byte; user-defined pieces stay NORMAL.
-    types.push(p.type === SpmPieceType.USER_DEFINED ? TOKEN_TYPE.NORMAL : p.type);
+    types.push(p.type === TokenType.USER_DEFINED ? TokenType.NORMAL : p.type);
   }
   const nBase = tokens.length;
   const added = readJson(join(tokDir, "added_tokens.json"));
@@ -90,7 +81,7 @@ export function llamaVocabKvs(dir: string, nVocab: number): GgufKv[] {
       }
       tokens.push(piece);
       scores.push(-1000);
-      types.push(TOKEN_TYPE.USER_DEFINED);
+      types.push(TokenType.USER_DEFINED);
     });
   }
   if (tokens.length !== nVocab) {
@@ -136,13 +127,13 @@ export function gpt2VocabKvs(dir: string, configVocabSize: number | undefined): 
     const t = reverse.get(i);
     if (t === undefined) {
       tokens.push(`[PAD${i}]`);
-      types.push(TOKEN_TYPE.USER_DEFINED);
+      types.push(TokenType.USER_DEFINED);
     } else if (addedById.get(i)?.content === t) {
       tokens.push(t);
-      types.push(addedById.get(i)!.special ? TOKEN_TYPE.CONTROL : TOKEN_TYPE.USER_DEFINED);
+      types.push(addedById.get(i)!.special ? TokenType.CONTROL : TokenType.USER_DEFINED);
     } else {
       tokens.push(t);
-      types.push(TOKEN_TYPE.NORMAL);
+      types.push(TokenType.NORMAL);
     }
   }
   return [
