@@ -154,13 +154,18 @@ for (const type of TYPES) {
           gpuIdx,
         );
         sparseAxpy(ax, w, type, nRows, nCols, a, nTokens, pred, 0, gpuIdx);
-        return [mm, mm1, ax];
+        // one token alone: its rows are split in chunks across threads
+        const ax1 = new Float32Array(nCols);
+        const a1 = a.subarray(0, nRows), p1 = pred.subarray(0, nRows);
+        sparseAxpy(ax1, w, type, nRows, nCols, a1, 1, p1, 0, gpuIdx);
+        return [mm, mm1, ax, ax1];
       });
     const one = run(1);
     deepStrictEqual(run(2), one);
     deepStrictEqual(run(4), one);
     // a batch gives each token the bits it gets alone
     deepStrictEqual(one[1], one[0]!.subarray(0, nRows));
+    deepStrictEqual(one[3], one[2]!.subarray(0, nCols));
     for (let t = 0; t < nTokens; t++) {
       const ax1 = new Float32Array(nCols);
       const at = a.subarray(t * nRows, (t + 1) * nRows);

@@ -25,7 +25,7 @@
 // ---------------------------------------------------------------------------------------------
 // Per-thread scratch slots (grow-only, 64-byte aligned)
 
-enum { SCR_X, SCR_LIST, SCR_COEF, SCR_SCALE, SCR_HIDDEN, SCR_ACT, SCR_AQ, SCR_N };
+enum { SCR_X, SCR_LIST, SCR_COEF, SCR_SCALE, SCR_HIDDEN, SCR_ACT, SCR_AQ, SCR_PARTIAL, SCR_N };
 static _Thread_local void *scr_ptr[SCR_N];
 static _Thread_local size_t scr_bytes[SCR_N];
 
@@ -303,7 +303,8 @@ typedef struct {
     int type, simd;
 } sax_ctx;
 
-enum { AXPY_TILE = 256 }; // columns per batch tile (a multiple of 32)
+enum { AXPY_TILE = 256 };  // columns per tile (a multiple of 32)
+enum { AXPY_CHUNK = 64 }; // list entries per chunk sum (a multiple of the 4-row pass)
 
 static void axpy_rows_ref(const sax_ctx *c, float *o, int64_t e0, int64_t e1, int64_t c0,
                           int64_t c1) {
@@ -469,20 +470,34 @@ PI_TARGET_AVX2 static void axpy_rows_avx2(const sax_ctx *c, float *o, int64_t e0
 }
 #endif
 
+#if PI_X86
+// The AVX2 sum of one token's rows over columns [k0, k1) (k1 − k0 <= AXPY_TILE): the rows are
+// taken in chunks of AXPY_CHUNK list entries; each chunk is summed from zero in ascending order
+// and the chunk sums are added to `o` in chunk order. Every way of splitting the work (column
+// ranges, or chunks on different threads, see sax_chunk_task) gives these same bits.
+static void axpy_tile_chunked(const sax_ctx *c, float *o, int64_t e0, int64_t e1, int64_t k0,
+                              int64_t k1) {
+    float tmp[AXPY_TILE] __attribute__((aligned(32)));
+    memset(o + k0, 0, (size_t) (k1 - k0) * sizeof(float));
+    if (e0 < e1) axpy_rows_avx2(c, o, e0, e0 + AXPY_CHUNK < e1 ? e0 + AXPY_CHUNK : e1, k0, k1);
+    for (int64_t cs = e0 + AXPY_CHUNK; cs < e1; cs += AXPY_CHUNK) {
+        memset(tmp, 0, (size_t) (k1 - k0) * sizeof(float));
+        axpy_rows_avx2(c, tmp - k0, cs, cs + AXPY_CHUNK < e1 ? cs + AXPY_CHUNK : e1, k0, k1);
+        for (int64_t k = k0; k < k1; k++) o[k] += tmp[k - k0];
+    }
+}
+#endif
+
 static void sax_task(void *vc, int64_t c0, int64_t c1, int thread_index) {
     (void) thread_index;
     const sax_ctx *c = vc;
 #if PI_X86
-    if (c->simd && c->n_tokens > 1) {
-        // Batches: column tiles, so the tile's slice of every active row stays in cache while
-        // all the tokens pass over it (each token still adds its rows in ascending order).
-        for (int64_t t = 0; t < c->n_tokens; t++) {
-            memset(c->out + t * c->n_cols + c0, 0, (size_t) (c1 - c0) * sizeof(float));
-        }
+    if (c->simd) {
+        // column tiles: a batch's tokens pass over each tile while its row slices are cached
         for (int64_t k0 = c0; k0 < c1; k0 += AXPY_TILE) {
             const int64_t k1 = k0 + AXPY_TILE < c1 ? k0 + AXPY_TILE : c1;
             for (int64_t t = 0; t < c->n_tokens; t++) {
-                axpy_rows_avx2(c, c->out + t * c->n_cols, c->start[t], c->start[t + 1], k0, k1);
+                axpy_tile_chunked(c, c->out + t * c->n_cols, c->start[t], c->start[t + 1], k0, k1);
             }
         }
         return;
@@ -491,15 +506,44 @@ static void sax_task(void *vc, int64_t c0, int64_t c1, int thread_index) {
     for (int64_t t = 0; t < c->n_tokens; t++) {
         float *o = c->out + t * c->n_cols;
         memset(o + c0, 0, (size_t) (c1 - c0) * sizeof(float));
-#if PI_X86
-        if (c->simd) {
-            axpy_rows_avx2(c, o, c->start[t], c->start[t + 1], c0, c1);
-            continue;
-        }
-#endif
         axpy_rows_ref(c, o, c->start[t], c->start[t + 1], c0, c1);
     }
 }
+
+#if PI_X86
+// One token on several threads: whole rows split by chunks (a gathered row costs a memory round
+// trip whatever its width, so splitting columns does not scale); chunk sums go to `partial`
+// [n_chunks, n_cols] and are added in chunk order by sax_reduce_task: the bits of sax_task.
+typedef struct {
+    const sax_ctx *c;
+    float *partial;
+} sax_chunks;
+
+static void sax_chunk_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
+    (void) thread_index;
+    const sax_chunks *x = vctx;
+    const sax_ctx *c = x->c;
+    const int64_t e1 = c->start[1];
+    for (int64_t i = i0; i < i1; i++) {
+        float *p = x->partial + i * c->n_cols;
+        memset(p, 0, (size_t) c->n_cols * sizeof(float));
+        const int64_t cs = c->start[0] + i * AXPY_CHUNK;
+        axpy_rows_avx2(c, p, cs, cs + AXPY_CHUNK < e1 ? cs + AXPY_CHUNK : e1, 0, c->n_cols);
+    }
+}
+
+static void sax_reduce_task(void *vctx, int64_t k0, int64_t k1, int thread_index) {
+    (void) thread_index;
+    const sax_chunks *x = vctx;
+    const sax_ctx *c = x->c;
+    const int64_t n_chunks = (c->start[1] - c->start[0] + AXPY_CHUNK - 1) / AXPY_CHUNK;
+    memcpy(c->out + k0, x->partial + k0, (size_t) (k1 - k0) * sizeof(float));
+    for (int64_t i = 1; i < n_chunks; i++) {
+        const float *p = x->partial + i * c->n_cols;
+        for (int64_t k = k0; k < k1; k++) c->out[k] += p[k];
+    }
+}
+#endif
 
 // Builds the per-token lists of surviving rows with their multipliers. `cand` (optional) lists
 // per token the candidate rows already known to pass the predictor test; else pred is scanned.
@@ -548,7 +592,10 @@ static int axpy_prepare(const char *name, const wfmt *f, int64_t n_rows, const f
                 float v = at[j];
                 if (f->type == PI_TYPE_F16) {
                     const uint16_t h = pi_fp32_to_fp16(v);
-                    if (h == 0) continue; // +0 after rounding: skipped (model.md §6.4)
+                    // +0 after rounding is skipped (model.md §6.4); so is −0, whose update
+                    // changes no value, so that the list (and its chunking) is the same
+                    // whether a's zeros are +0 or −0
+                    if ((h & 0x7fff) == 0) continue;
                     v = pi_fp16_to_fp32(h);
                 } else if (v == 0.0f) {
                     continue;
@@ -593,9 +640,20 @@ static int sparse_axpy(const char *name, float *out, const void *wt, int32_t typ
                  !ref && pi_has_avx2()};
     if (ref) {
         sax_task(&c, 0, n_cols, 0);
-    } else {
-        pi_parallel_for(n_cols, 32, sax_task, &c);
+        return PI_OK;
     }
+#if PI_X86
+    const int64_t n_chunks = (start[n_tokens] - start[0] + AXPY_CHUNK - 1) / AXPY_CHUNK;
+    if (c.simd && n_tokens == 1 && n_chunks >= 2 && pi_thread_count() > 1) {
+        float *partial = scr(SCR_PARTIAL, (size_t) (n_chunks * n_cols) * sizeof(float));
+        if (!partial) return PI_FAIL(PI_ERR_NOMEM, "%s: out of memory", name);
+        sax_chunks x = {&c, partial};
+        pi_parallel_for(n_chunks, 1, sax_chunk_task, &x);
+        pi_parallel_for(n_cols, 32, sax_reduce_task, &x);
+        return PI_OK;
+    }
+#endif
+    pi_parallel_for(n_cols, 32, sax_task, &c);
     return PI_OK;
 }
 
