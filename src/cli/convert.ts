@@ -8,6 +8,7 @@
 
 import { parseArgs } from "node:util";
 import { reportError, usageLine } from "./report_error.ts";
+import { formatBytes, progressBar, statusLineWriter } from "./progress.ts";
 import { checkOutputPath } from "../gguf/output_file.ts";
 import { type GgmlType, ggmlTypeName } from "../gguf/types.ts";
 import { writeGguf } from "../gguf/writer.ts";
@@ -29,14 +30,6 @@ options:
       --dense         write a plain llama.cpp GGUF (ffn_down, no predictors; LLaMA only)
       --outfile OUT   output path (required); written to a temp file, renamed when complete
 `;
-
-function formatBytes(n: number): string {
-  return n >= 2 ** 30
-    ? `${(n / 2 ** 30).toFixed(2)} GiB`
-    : n >= 2 ** 20
-    ? `${(n / 2 ** 20).toFixed(1)} MiB`
-    : `${(n / 1024).toFixed(1)} KiB`;
-}
 
 /** Runs the CLI; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -83,6 +76,7 @@ export async function main(args: string[]): Promise<number> {
   const tty = Deno.stderr.isTerminal();
   const enc = new TextEncoder();
   const err = (s: string) => Deno.stderr.writeSync(enc.encode(s));
+  const status = statusLineWriter(Deno.stderr);
   try {
     checkOutputPath(values.outfile);
     using plan = planConversion(modelDir, { outtype, dense, predictorDir });
@@ -104,10 +98,10 @@ export async function main(args: string[]): Promise<number> {
       onProgress: (_done, _n, bytesDone, bytesTotal) => {
         if (!tty) return;
         const frac = bytesTotal > 0 ? bytesDone / bytesTotal : 1;
-        const width = 30;
-        const bar = "#".repeat(Math.round(frac * width)).padEnd(width, ".");
-        err(
-          `\r[${bar}] ${(frac * 100).toFixed(1).padStart(5)}% ${current.slice(0, 60).padEnd(60)}`,
+        status(
+          `${progressBar(frac, performance.now() - started)} ${
+            (frac * 100).toFixed(1).padStart(5)
+          }% ${current}`,
         );
       },
     });

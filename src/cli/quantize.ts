@@ -14,6 +14,7 @@
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { reportError } from "./report_error.ts";
+import { formatBytes, progressBar, statusLineWriter } from "./progress.ts";
 import { ggmlTypeName } from "../gguf/types.ts";
 import {
   parseQuantizeTarget,
@@ -25,21 +26,6 @@ import {
 
 const USAGE = "usage: deno task quantize [--pure] [--leave-output-tensor] [--allow-requantize] " +
   "[--threads N] IN.gguf [OUT.gguf] Q4_0|Q5_0|Q8_0|F16|F32 [NTHREADS]";
-
-const MB = 1024 * 1024;
-
-function formatBytes(n: number): string {
-  if (n >= 1024 * MB) return `${(n / 1024 / MB).toFixed(2)} GiB`;
-  if (n >= MB) return `${(n / MB).toFixed(1)} MiB`;
-  if (n >= 1024) return `${(n / 1024).toFixed(1)} KiB`;
-  return `${n} B`;
-}
-
-function formatSeconds(s: number): string {
-  if (!Number.isFinite(s)) return "?";
-  if (s < 60) return `${s.toFixed(0)}s`;
-  return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
-}
 
 /**
  * Reads IN [OUT] TYPE [NTHREADS] the way PowerInfer's quantize does: when the second positional
@@ -86,6 +72,7 @@ function progressPrinter(
   write: (line: string) => void,
 ): (p: QuantizeProgress) => void {
   const encoder = new TextEncoder();
+  const status = statusLineWriter(Deno.stdout);
   return (p) => {
     const e = p.entry;
     const conv = e.action === "copy"
@@ -101,23 +88,13 @@ function progressPrinter(
       return;
     }
     const frac = p.inputBytesTotal > 0 ? p.inputBytesDone / p.inputBytesTotal : 1;
-    const width = 30;
-    const filled = Math.round(frac * width);
-    const bar = "#".repeat(filled) + "-".repeat(width - filled);
-    const secs = p.elapsedMs / 1000;
-    const eta = frac > 0 ? secs * (1 - frac) / frac : Infinity;
     const n = p.phase === "done" ? p.index + 1 : p.index;
-    const line = `\r[${bar}] ${n}/${p.nTensors} tensors, ` +
-      `${formatBytes(p.inputBytesDone)}/${formatBytes(p.inputBytesTotal)} read, ` +
-      `ETA ${formatSeconds(eta)}  ${e.name} ${conv}`;
-    let cols = 0;
-    try {
-      cols = Deno.consoleSize().columns;
-    } catch {
-      // not a console after all
-    }
-    if (cols < 40) cols = 120;
-    Deno.stdout.writeSync(encoder.encode(`${line.slice(0, cols - 1)}\x1b[K`));
+    status(
+      `${progressBar(frac, p.elapsedMs)} ${n}/${p.nTensors} tensors, ` +
+        `${formatBytes(p.inputBytesDone)}/${
+          formatBytes(p.inputBytesTotal)
+        } read  ${e.name} ${conv}`,
+    );
     if (p.phase === "done" && p.index + 1 === p.nTensors) {
       Deno.stdout.writeSync(encoder.encode("\n"));
     }
