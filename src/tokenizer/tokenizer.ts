@@ -20,7 +20,7 @@
  */
 
 import { TokenizerError } from "../errors.ts";
-import { checkInputFile } from "../gguf/output_file.ts";
+import { FileSource } from "../torch/source.ts";
 import { type GgufByteSource, type GgufFile, parseGgufSource } from "../gguf/reader.ts";
 import { BpeEncoder, UNICODE_TO_BYTE } from "./bpe.ts";
 import { SpmEncoder } from "./spm.ts";
@@ -332,23 +332,10 @@ export function tokenizerFromGguf(file: GgufFile, options?: LoadVocabOptions): V
 
 /** A byte source reading windows of a file on demand (only the GGUF header gets read). */
 function fileSource(path: string): GgufByteSource {
-  checkInputFile(path);
-  const file = Deno.openSync(path, { read: true });
-  const byteLength = file.statSync().size;
+  const file = new FileSource(path);
   return {
-    byteLength,
-    view(offsetBytes: number, length: number): Uint8Array {
-      const buf = new Uint8Array(length);
-      file.seekSync(offsetBytes, Deno.SeekMode.Start);
-      for (let at = 0; at < length;) {
-        const n = file.readSync(buf.subarray(at));
-        if (n === null || n === 0) {
-          throw new TokenizerError(`Unexpected end of ${path} at byte ${offsetBytes + at}`);
-        }
-        at += n;
-      }
-      return buf;
-    },
+    byteLength: file.byteLength,
+    view: (offsetBytes, length) => file.read(offsetBytes, length),
     close: () => file.close(),
   };
 }
