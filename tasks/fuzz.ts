@@ -170,6 +170,8 @@ export interface FuzzSummary {
   /** Typed errors by the start of their message ("Truncated tensor data of", ...). */
   messages: Record<string, number>;
   failures: FuzzFailure[];
+  /** Per target: cases run, valid parses, typed errors. */
+  byTarget: Record<string, { cases: number; valid: number; typed: number }>;
   slowestCaseMs: number;
   elapsedMs: number;
   peakRssBytes: number;
@@ -206,6 +208,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzSummary> {
     typed: {},
     messages: {},
     failures: [],
+    byTarget: Object.fromEntries(targets.map((t) => [t.name, { cases: 0, valid: 0, typed: 0 }])),
     slowestCaseMs: 0,
     elapsedMs: 0,
     peakRssBytes: Deno.memoryUsage().rss,
@@ -222,11 +225,15 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzSummary> {
     const m = mutate(input, rand);
     opts.onCase?.(i, target.name, input.name, m.description);
     const c0 = performance.now();
+    const counts = summary.byTarget[target.name]!;
+    counts.cases++;
     try {
       target.check(m.bytes);
       summary.valid++;
+      counts.valid++;
     } catch (error) {
       if (error instanceof PowerInferError) {
+        counts.typed++;
         summary.typed[error.name] = (summary.typed[error.name] ?? 0) + 1;
         // "Truncated tensor data of "x": ..." -> "Truncated tensor data of"
         const kind = error.message.split(/[:"(]|\d/)[0]!.trim();
@@ -337,6 +344,9 @@ export async function main(args: string[]): Promise<number> {
   );
   const kinds = Object.entries(s.messages).sort((x, y) => y[1] - x[1]);
   for (const [k, v] of kinds) console.log(`    ${String(v).padStart(7)}  ${k}`);
+  for (const [name, c] of Object.entries(s.byTarget)) {
+    console.log(`  ${name.padEnd(15)}${c.cases} cases: ${c.valid} valid, ${c.typed} typed errors`);
+  }
   console.log(`  failures       ${s.failures.length}`);
   console.log(`  slowest case   ${s.slowestCaseMs.toFixed(1)} ms`);
   console.log(`  peak RSS       ${(s.peakRssBytes / 2 ** 20).toFixed(0)} MiB`);
