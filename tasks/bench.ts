@@ -265,34 +265,49 @@ async function main(args: string[]): Promise<number> {
     bytesPerToken.dense = sparseBytes.always + sparseBytes.output + sparseBytes.embdRow +
       sparseBytes.ffn + kvBytes(sparseBytes);
   }
-  const bandwidth = new Map(threadCounts.map((t) => [t, measureBandwidth(t)]));
 
+  // Repetitions interleave the configurations, so a load change on a shared machine hits them
+  // alike and the ratios of one run stay meaningful.
+  const configs = threadCounts.flatMap((threads) => runs.map((run) => ({ threads, run })));
+  const samples = configs.map(() => ({ pp: [] as number[], tg: [] as number[] }));
+  for (let r = 0; r < reps; r++) {
+    configs.forEach(({ threads, run }, i) => {
+      log(`bench: rep ${r + 1}/${reps}: ${run.mode}, ${threads} thread(s) ...`);
+      const one = benchOne(run, threads, pp, tg, 1);
+      samples[i]!.pp.push(one.pp.mean);
+      samples[i]!.tg.push(one.tg.mean);
+    });
+  }
   const rows: BenchRow[] = [];
-  for (const threads of threadCounts) {
-    for (const run of runs) {
-      log(`bench: ${run.mode}, ${threads} thread(s) ...`);
-      const r = benchOne(run, threads, pp, tg, reps);
-      rows.push({
-        model: run.label,
-        mode: run.mode,
-        threads,
-        test: `pp${pp}`,
-        tokensPerSecond: r.pp,
-      });
-      const bytes = bytesPerToken[run.mode];
-      rows.push({
-        model: run.label,
-        mode: run.mode,
-        threads,
-        test: `tg${tg}`,
-        tokensPerSecond: r.tg,
-        bytesPerToken: bytes,
-        roofline: (bytes * r.tg.mean) / bandwidth.get(threads)!,
-      });
+  configs.forEach(({ threads, run }, i) => {
+    const tgStat = stat(samples[i]!.tg);
+    rows.push({
+      model: run.label,
+      mode: run.mode,
+      threads,
+      test: `pp${pp}`,
+      tokensPerSecond: stat(samples[i]!.pp),
+    });
+    const bytes = bytesPerToken[run.mode];
+    rows.push({
+      model: run.label,
+      mode: run.mode,
+      threads,
+      test: `tg${tg}`,
+      tokensPerSecond: tgStat,
+      bytesPerToken: bytes,
+      roofline: 0,
+    });
+  });
+  // after the runs (its 256 MiB buffer must not count in the benchmark's peak RSS)
+  const rss = peakRss();
+  const bandwidth = new Map(threadCounts.map((t) => [t, measureBandwidth(t)]));
+  for (const row of rows) {
+    if (row.bytesPerToken !== undefined) {
+      row.roofline = (row.bytesPerToken * row.tokensPerSecond.mean) / bandwidth.get(row.threads)!;
     }
   }
   setThreads(0);
-  const rss = peakRss();
 
   const pick = (mode: string, test: string, threads: number) =>
     rows.find((r) => r.mode === mode && r.test.startsWith(test) && r.threads === threads)
