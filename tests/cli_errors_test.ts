@@ -185,7 +185,18 @@ Deno.test("profile: a directory as text and a file as --out fail before profilin
     await failsWithOneLine(
       profileMain,
       ["-m", TINY, "-f", text, "--out", text],
-      /Cannot create output directory ".*text\.txt": a file of that name is in the way/,
+      /Cannot create output directory ".*text\.txt": ".*text\.txt" is a file, not a directory/,
+    );
+    await failsWithOneLine(
+      profileMain,
+      ["-m", TINY, "-f", text, "--out", `${text}/sub/dir`],
+      /Cannot create output directory ".*sub\/dir": ".*text\.txt" is a file, not a directory/,
+    );
+    // A model that fails to load creates no output directory.
+    await failsWithOneLine(
+      profileMain,
+      ["-m", text, "-f", text, "--out", `${dir}/act`],
+      /Bad magic/,
     );
     deepStrictEqual(names(dir), ["text.txt"]);
   } finally {

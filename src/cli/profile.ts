@@ -9,7 +9,12 @@
 import { parseArgs } from "node:util";
 import { reportError, usageLine } from "./report_error.ts";
 import { FileWriteError } from "../errors.ts";
-import { checkInputFile, fsErrorReason, writeFileAtomicSync } from "../gguf/output_file.ts";
+import {
+  checkInputFile,
+  checkOutputDir,
+  fsErrorReason,
+  writeFileAtomicSync,
+} from "../gguf/output_file.ts";
 import { dirname, join } from "node:path";
 import { profileActivations } from "../gpu_index/profile.ts";
 import { ACTIVATION_JSON, formatActivationJson } from "../gpu_index/stats.ts";
@@ -100,7 +105,7 @@ export async function main(args: string[]): Promise<number> {
   try {
     checkInputFile(values.file, "text");
     const dir = values.out ?? join(dirname(values.model), "activation");
-    makeOutputDir(dir); // before the run, so a bad --out does not waste it
+    checkOutputDir(dir); // before the run, so a bad --out does not waste it
     const text = await Deno.readTextFile(values.file);
     let documents: string[] = [text];
     if (values.file.endsWith(".json")) {
@@ -121,6 +126,7 @@ export async function main(args: string[]): Promise<number> {
       },
     });
     if (!values.json) console.error();
+    makeOutputDir(dir);
     const out = join(dir, ACTIVATION_JSON);
     writeFileAtomicSync(
       out,

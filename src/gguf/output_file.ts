@@ -96,6 +96,46 @@ export function checkOutputPath(path: string): void {
 }
 
 /**
+ * Checks, before any work, that directory `dir` exists or can be created: it is a directory,
+ * or the nearest part of it that exists is one (nothing is created here).
+ *
+ * @param dir The output directory.
+ * @throws {FileWriteError} If a file stands where a directory must be.
+ *
+ * @example A file in the way
+ * ```ts
+ * import { throws } from "node:assert/strict";
+ * import { checkOutputDir } from "./output_file.ts";
+ * const file = Deno.makeTempFileSync();
+ * throws(() => checkOutputDir(`${file}/sub`), /is a file, not a directory/);
+ * Deno.removeSync(file);
+ * ```
+ */
+export function checkOutputDir(dir: string): void {
+  for (let at = dir;; at = dirname(at)) {
+    let info: Deno.FileInfo | undefined;
+    try {
+      info = Deno.statSync(at);
+    } catch (error) {
+      // NotADirectory: a file further up; the walk finds it.
+      if (!(error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory)) {
+        throw new FileWriteError(
+          `Cannot create output directory "${dir}": ${fsErrorReason(error)} at "${at}"`,
+          { cause: error },
+        );
+      }
+    }
+    if (info) {
+      if (info.isDirectory) return;
+      throw new FileWriteError(
+        `Cannot create output directory "${dir}": "${at}" is a file, not a directory (give a directory)`,
+      );
+    }
+    if (dirname(at) === at) return;
+  }
+}
+
+/**
  * A fresh temporary path beside `path` (same directory, so the final rename stays atomic).
  *
  * @param path The destination file.
