@@ -136,6 +136,22 @@ Deno.test("convert: wrong directories and unwritable outputs are one line, exit 
   }
 });
 
+Deno.test("convert: an interrupt (Ctrl-C) stops before the next tensor and leaves nothing", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const interrupt = new AbortController();
+    interrupt.abort();
+    await failsWithOneLine(
+      (a) => convertMain(a, interrupt.signal),
+      ["--outfile", `${dir}/out.gguf`, HF, PREDICTOR],
+      /Interrupted before tensor "token_embd\.weight"; no output written/,
+    );
+    deepStrictEqual(names(dir), []);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("gpu-index: impossible budgets and unwritable outputs are one line, exit 1", async () => {
   const dir = Deno.makeTempDirSync();
   const base = ["-m", TINY];

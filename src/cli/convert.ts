@@ -8,6 +8,7 @@
 
 import { parseArgs } from "node:util";
 import { reportError, usageLine } from "./report_error.ts";
+import { ConvertError } from "../errors.ts";
 import { formatBytes, progressBar, statusLineWriter } from "./progress.ts";
 import { checkOutputPath } from "../gguf/output_file.ts";
 import { type GgmlType, ggmlTypeName } from "../gguf/types.ts";
@@ -31,8 +32,14 @@ options:
       --outfile OUT   output path (required); written to a temp file, renamed when complete
 `;
 
-/** Runs the CLI; returns the exit code. */
-export async function main(args: string[]): Promise<number> {
+/**
+ * Runs the CLI; returns the exit code.
+ *
+ * @param args Command-line arguments.
+ * @param signal Stops the conversion before the next tensor (Ctrl-C when run as a program);
+ *   the temporary file is removed and nothing is written.
+ */
+export async function main(args: string[], signal?: AbortSignal): Promise<number> {
   let values, positionals;
   try {
     ({ values, positionals } = parseArgs({
@@ -88,6 +95,9 @@ export async function main(args: string[]): Promise<number> {
     const tensors = plan.tensors.map((t, i) => ({
       ...t,
       data: () => {
+        if (signal?.aborted) {
+          throw new ConvertError(`Interrupted before tensor "${t.name}"; no output written`);
+        }
         current = `[${i + 1}/${total}] ${t.name} ${ggmlTypeName(t.type)} [${t.ne}]`;
         if (!tty) err(`${current}\n`);
         return t.data();
@@ -124,4 +134,9 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  const interrupt = new AbortController();
+  const onSignal = () => interrupt.abort();
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGINT", onSignal);
+  Deno.exit(await main(Deno.args, interrupt.signal));
+}
