@@ -14,20 +14,9 @@
 
 import { parseArgs } from "node:util";
 import { usageLine } from "../src/cli/report_error.ts";
+import { seededRandom } from "../tests/_helpers.ts"; // the suite's mulberry32
 import { PowerInferError } from "../src/errors.ts";
 import { FUZZ_TARGETS, type FuzzInput, type FuzzTarget } from "./fuzz_targets.ts";
-
-/** Deterministic PRNG (mulberry32). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** One case's mutated bytes plus how to undo in-place edits. */
 interface Mutation {
@@ -217,7 +206,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzSummary> {
   const first = opts.only ?? 0;
   const last = opts.only ?? opts.cases - 1;
   for (let i = first; i <= last; i++) {
-    const rand = mulberry32(
+    const rand = seededRandom(
       Math.imul(opts.seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(i, 0xc2b2ae35),
     );
     const { target, inputs } = corpora[i % corpora.length]!;
