@@ -95,6 +95,11 @@ Deno.test("quantize: bad input and output paths fail before any work, leaving no
       ["--no-progress", dir, `${dir}/out.gguf`, "Q4_0"],
       /Cannot read input ".*": it is a directory/,
     );
+    await failsWithOneLine(
+      quantize,
+      ["--no-progress", "--threads", "x", TINY, `${dir}/out.gguf`, "Q4_0"],
+      /Invalid --threads x: expected an integer in 0\.\.1024/,
+    );
     deepStrictEqual(names(dir), []);
   } finally {
     Deno.removeSync(dir, { recursive: true });
@@ -165,7 +170,17 @@ Deno.test("gpu-index: impossible budgets and unwritable outputs are one line, ex
     await failsWithOneLine(
       gpuIndexMain,
       [...base, "--vram-budget", "1e30", "--out", `${dir}/x.gpuidx`],
-      /Invalid --vram-budget 1e30: expected GiB in 0\.\./,
+      /Invalid --vram-budget 1e30: expected a number in 0\.\.8388607 \(GiB\) \(see/,
+    );
+    await failsWithOneLine(
+      gpuIndexMain,
+      [...base, "--neurons", "1.5", "--out", `${dir}/x.gpuidx`],
+      /Invalid --neurons 1\.5: expected an integer >= 0/,
+    );
+    await failsWithOneLine(
+      gpuIndexMain,
+      [...base, "--neurons", "8", "--batch", "0", "--out", `${dir}/x.gpuidx`],
+      /Invalid --batch 0: expected an integer >= 1/,
     );
     await failsWithOneLine(
       gpuIndexMain,
@@ -207,6 +222,11 @@ Deno.test("profile: a directory as text and a file as --out fail before profilin
       profileMain,
       ["-m", TINY, "-f", text, "--out", `${text}/sub/dir`],
       /Cannot create output directory ".*sub\/dir": ".*text\.txt" is a file, not a directory/,
+    );
+    await failsWithOneLine(
+      profileMain,
+      ["-m", TINY, "-f", text, "--out", `${dir}/act`, "--max-tokens", "0"],
+      /Invalid --max-tokens 0: expected an integer >= 1/,
     );
     // A model that fails to load creates no output directory.
     await failsWithOneLine(

@@ -8,6 +8,7 @@
 
 import { parseArgs } from "node:util";
 import { reportError, usageLine } from "./report_error.ts";
+import { numberOption } from "./options.ts";
 import { checkOutputPath } from "../gguf/output_file.ts";
 import { dirname, join } from "node:path";
 import { openGguf } from "../gguf/open.ts";
@@ -78,15 +79,25 @@ export async function main(args: string[]): Promise<number> {
     console.error(usageLine("Give --vram-budget GiB or --neurons N", "gpu-index"));
     return 1;
   }
-  const num = (name: string, v: string | undefined): number | undefined => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isFinite(n)) throw new RangeError(`Invalid value for --${name}: ${v}`);
-    if (name === "vram-budget" && (n < 0 || n * 2 ** 30 > Number.MAX_SAFE_INTEGER)) {
-      throw new RangeError(`Invalid --vram-budget ${v}: expected GiB in 0..${2 ** 23 - 1}`);
-    }
-    return n;
-  };
+  let numbers;
+  try {
+    // Parsed before any file is opened; the solver checks what depends on the model.
+    numbers = {
+      vramBudgetGiB: numberOption("vram-budget", values["vram-budget"], {
+        min: 0,
+        max: 2 ** 23 - 1,
+        unit: "GiB",
+      }),
+      neurons: numberOption("neurons", values.neurons, { integer: true, min: 0 }),
+      batch: numberOption("batch", values.batch, { integer: true, min: 1 }),
+      threshold: numberOption("threshold", values.threshold),
+      nCtx: numberOption("ctx-size", values["ctx-size"], { integer: true, min: 1 }),
+      nBatch: numberOption("batch-size", values["batch-size"], { integer: true, min: 1 }),
+    };
+  } catch (error) {
+    console.error(usageLine((error as Error).message, "gpu-index"));
+    return 1;
+  }
   try {
     const modelPath = values.model;
     if (!values["no-write"]) checkOutputPath(values.out ?? gpuIndexPathFor(modelPath));
@@ -95,12 +106,7 @@ export async function main(args: string[]): Promise<number> {
     const dir = values.activation ?? join(dirname(modelPath), "activation");
     const stats = await readActivationDir(dir, { nLayer: shape.nLayer, nFf: shape.nFf });
     const plan = planGpuIndex(file, stats, {
-      vramBudgetGiB: num("vram-budget", values["vram-budget"]),
-      neurons: num("neurons", values.neurons),
-      batch: num("batch", values.batch),
-      threshold: num("threshold", values.threshold),
-      nCtx: num("ctx-size", values["ctx-size"]),
-      nBatch: num("batch-size", values["batch-size"]),
+      ...numbers,
       kvType: values["memory-f32"] ? "f32" : "f16",
     });
     const out = values.out ?? gpuIndexPathFor(modelPath);

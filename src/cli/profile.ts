@@ -8,6 +8,7 @@
 
 import { parseArgs } from "node:util";
 import { reportError, usageLine } from "./report_error.ts";
+import { numberOption } from "./options.ts";
 import { FileWriteError } from "../errors.ts";
 import {
   checkInputFile,
@@ -94,14 +95,18 @@ export async function main(args: string[]): Promise<number> {
     console.error(usageLine(`--mode must be gate or predictor, found ${mode}`, "profile"));
     return 1;
   }
-  const int = (name: string, v: string | undefined): number | undefined => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) {
-      throw new RangeError(`Invalid value for --${name}: ${v} (expected a positive integer)`);
-    }
-    return n;
-  };
+  let numbers;
+  try {
+    const positive = { integer: true, min: 1 };
+    numbers = {
+      nCtx: numberOption("ctx-size", values["ctx-size"], positive),
+      threads: numberOption("threads", values.threads, positive),
+      maxTokens: numberOption("max-tokens", values["max-tokens"], positive),
+    };
+  } catch (error) {
+    console.error(usageLine((error as Error).message, "profile"));
+    return 1;
+  }
   try {
     checkInputFile(values.file, "text");
     const dir = values.out ?? join(dirname(values.model), "activation");
@@ -118,9 +123,7 @@ export async function main(args: string[]): Promise<number> {
     const t0 = performance.now();
     const result = profileActivations(values.model, documents, {
       mode,
-      nCtx: int("ctx-size", values["ctx-size"]),
-      threads: int("threads", values.threads),
-      maxTokens: int("max-tokens", values["max-tokens"]),
+      ...numbers,
       onProgress: values.json ? undefined : (done, total) => {
         Deno.stderr.writeSync(new TextEncoder().encode(`\rprofiled ${done}/${total} tokens`));
       },

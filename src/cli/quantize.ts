@@ -14,6 +14,7 @@
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { reportError } from "./report_error.ts";
+import { numberOption } from "./options.ts";
 import { formatBytes, progressBar, statusLineWriter } from "./progress.ts";
 import { ggmlTypeName } from "../gguf/types.ts";
 import {
@@ -158,13 +159,7 @@ export async function quantizeMain(
     const pos = parsePositionals(positionals);
     const threadText = values.threads ??
       (pos.threads !== undefined ? String(pos.threads) : undefined);
-    let threads: number | undefined;
-    if (threadText !== undefined) {
-      threads = Number(threadText);
-      if (!Number.isInteger(threads) || threads < 0 || threads > 1024) {
-        throw new Error(`Bad thread count "${threadText}": expected an integer in 0..1024`);
-      }
-    }
+    const threads = numberOption("threads", threadText, { integer: true, min: 0, max: 1024 });
     const tty = import.meta.main && Deno.stdout.isTerminal() && !values["no-progress"];
     const summary = await quantizeModel(pos.input, pos.output, pos.target, {
       pure: values.pure,

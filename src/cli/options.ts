@@ -1,0 +1,60 @@
+/**
+ * Numeric command-line options, checked one way for every CLI: `--name TEXT` must be a finite
+ * number, optionally an integer within a range, or the CLI fails with one line that says what
+ * was expected.
+ *
+ * @module
+ */
+
+/** What a numeric option accepts. */
+export interface NumberOptionRule {
+  /** Whole numbers only. */
+  integer?: boolean;
+  /** Smallest accepted value (inclusive). */
+  min?: number;
+  /** Largest accepted value (inclusive). */
+  max?: number;
+  /** The unit named in the message (`GiB`). */
+  unit?: string;
+}
+
+/**
+ * Parses the text of a numeric option.
+ *
+ * @param name The option name without dashes.
+ * @param text Its text, or undefined when not given.
+ * @param rule What it accepts.
+ * @returns The number, or undefined when not given.
+ * @throws {RangeError} `Invalid --name TEXT: expected ...` when it is not accepted.
+ *
+ * @example
+ * ```ts
+ * import { equal, throws } from "node:assert/strict";
+ * import { numberOption } from "./options.ts";
+ * equal(numberOption("threads", "4", { integer: true, min: 1 }), 4);
+ * equal(numberOption("threads", undefined, { integer: true, min: 1 }), undefined);
+ * throws(() => numberOption("threads", "abc", { integer: true, min: 1 }),
+ *   /Invalid --threads abc: expected an integer >= 1/);
+ * ```
+ */
+export function numberOption(
+  name: string,
+  text: string | undefined,
+  rule: NumberOptionRule = {},
+): number | undefined {
+  if (text === undefined) return undefined;
+  const n = text.trim() === "" ? NaN : Number(text);
+  const ok = Number.isFinite(n) && (!rule.integer || Number.isInteger(n)) &&
+    (rule.min === undefined || n >= rule.min) && (rule.max === undefined || n <= rule.max);
+  if (ok) return n;
+  const kind = rule.integer ? "an integer" : "a number";
+  const range = rule.min !== undefined && rule.max !== undefined
+    ? ` in ${rule.min}..${rule.max}`
+    : rule.min !== undefined
+    ? ` >= ${rule.min}`
+    : rule.max !== undefined
+    ? ` <= ${rule.max}`
+    : "";
+  const unit = rule.unit ? ` (${rule.unit})` : "";
+  throw new RangeError(`Invalid --${name} ${text}: expected ${kind}${range}${unit}`);
+}
