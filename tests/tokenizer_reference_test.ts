@@ -1,7 +1,7 @@
 // PowerInfer main's recorded prompt ids and outputs on the shared model fixtures: the tokenizer
 // must give main's ids for main-style encoding (BOS as the model asks, special = true) and the
 // recorded bytes when decoding. Skips honestly when ../shared/fixtures is absent.
-import { deepStrictEqual, equal } from "node:assert/strict";
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { loadTokenizer } from "../src/tokenizer/tokenizer.ts";
 import { hasSharedFixture, sharedFixture } from "./_helpers.ts";
 
@@ -53,6 +53,7 @@ for (const { dir, json, runs } of SOURCES) {
     fn() {
       const [model, results] = entry!;
       const tok = loadTokenizer(sharedFixture(`${dir}/${model}`));
+      ok(results.length > 0, `${dir}/${json} lists no runs for ${model}`); // no vacuous pass
       for (const r of results) {
         const what = `${model} ${JSON.stringify(r.prompt)}`;
         deepStrictEqual(tok.encode(r.prompt, { parseSpecial: true }), r.prompt_ids, what);
