@@ -141,6 +141,32 @@ Deno.test("convert: wrong directories and unwritable outputs are one line, exit 
   }
 });
 
+Deno.test("convert: an output path that is a checkpoint file is refused, the checkpoint kept", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const hf = `${dir}/hf`;
+    Deno.mkdirSync(hf);
+    for (const e of Deno.readDirSync(HF)) Deno.copyFileSync(`${HF}/${e.name}`, `${hf}/${e.name}`);
+    const before = Deno.statSync(`${hf}/pytorch_model.bin`).size;
+    await failsWithOneLine(
+      convertMain,
+      ["--outfile", `${hf}/pytorch_model.bin`, hf, PREDICTOR],
+      /Output path ".*pytorch_model\.bin" would overwrite input file .*choose another --outfile/,
+    );
+    await failsWithOneLine(
+      convertMain,
+      ["--outfile", `${PREDICTOR}/model_0.pt`, hf, PREDICTOR],
+      /would overwrite input file/,
+    );
+    equal(Deno.statSync(`${hf}/pytorch_model.bin`).size, before);
+    // An earlier GGUF output in the model directory may be replaced.
+    equal(await convertMain(["--outfile", `${hf}/out.gguf`, hf, PREDICTOR]), 0);
+    equal(await convertMain(["--outfile", `${hf}/out.gguf`, hf, PREDICTOR]), 0);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("convert: an interrupt (Ctrl-C) stops before the next tensor and leaves nothing", async () => {
   const dir = Deno.makeTempDirSync();
   try {

@@ -13,7 +13,7 @@ import { formatBytes, progressBar, statusLineWriter } from "./progress.ts";
 import { checkOutputPath } from "../gguf/output_file.ts";
 import { type GgmlType, ggmlTypeName } from "../gguf/types.ts";
 import { writeGguf } from "../gguf/writer.ts";
-import { type ConvertOutType, planConversion } from "../convert/convert.ts";
+import { checkOutFileIsNotInput, type ConvertOutType, planConversion } from "../convert/convert.ts";
 
 const USAGE =
   `usage: deno task convert [--outtype f32|f16|q4_0] [--dense] --outfile OUT MODEL_DIR [PREDICTOR_DIR]
@@ -86,6 +86,7 @@ export async function main(args: string[], signal?: AbortSignal): Promise<number
   const status = statusLineWriter(Deno.stderr);
   try {
     checkOutputPath(values.outfile);
+    checkOutFileIsNotInput(values.outfile, modelDir, predictorDir);
     using plan = planConversion(modelDir, { outtype, dense, predictorDir });
     const total = plan.tensors.length;
     err(

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { basename, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { ConvertError, TokenizerError } from "../errors.ts";
 import {
   GgmlType,
@@ -67,6 +67,58 @@ type HfConfig = Record<string, unknown>;
 
 const SUPPORTED = "supported: LLaMA-family (model_type llama / mistral / bamboo) and Falcon " +
   "(model_type falcon / RefinedWeb)";
+
+/**
+ * Refuses an output path that is one of the checkpoint's own files: the rename at the end would
+ * replace, say, `pytorch_model.bin` with the GGUF. An existing GGUF/PWRI file there (an earlier
+ * output) may be overwritten; convert never reads one.
+ *
+ * @param outFile The output path.
+ * @param modelDir The Hugging Face model directory.
+ * @param predictorDir The predictor directory, if any.
+ * @throws {ConvertError} If `outFile` is an existing non-GGUF file in either directory.
+ *
+ * @example The checkpoint is not an output path
+ * ```ts
+ * import { throws } from "node:assert/strict";
+ * import { checkOutFileIsNotInput } from "./convert.ts";
+ * const dir = Deno.makeTempDirSync();
+ * Deno.writeTextFileSync(`${dir}/config.json`, "{}");
+ * throws(() => checkOutFileIsNotInput(`${dir}/config.json`, dir), /would overwrite/);
+ * checkOutFileIsNotInput(`${dir}/model.gguf`, dir); // a new file is fine
+ * Deno.removeSync(dir, { recursive: true });
+ * ```
+ */
+export function checkOutFileIsNotInput(
+  outFile: string,
+  modelDir: string,
+  predictorDir?: string,
+): void {
+  const real = (p: string): string | undefined => {
+    try {
+      return Deno.realPathSync(p);
+    } catch {
+      return undefined;
+    }
+  };
+  const out = real(outFile);
+  if (out === undefined) return; // not there yet
+  const dirs = [modelDir, predictorDir].filter((d) => d !== undefined).map((d) => real(d!));
+  if (!dirs.includes(dirname(out))) return;
+  let head = new Uint8Array(0);
+  try {
+    using f = Deno.openSync(out, { read: true });
+    head = new Uint8Array(4);
+    if ((f.readSync(head) ?? 0) < 4) head = new Uint8Array(0);
+  } catch {
+    // unreadable: treat as an input to be safe
+  }
+  const magic = new TextDecoder().decode(head);
+  if (magic === "GGUF" || magic === "PWRI") return;
+  throw new ConvertError(
+    `Output path "${outFile}" would overwrite input file "${out}" of the checkpoint: choose another --outfile`,
+  );
+}
 
 /** Refuses a missing directory or a file given where a directory belongs, saying which. */
 function checkDirectory(dir: string, what: string, expected: string): void {
@@ -812,6 +864,7 @@ export async function convertModel(
   outFile: string,
   options: ConvertOptions & { onProgress?: GgufWriteProgress } = {},
 ): Promise<{ arch: string; nTensors: number; byteLength: number }> {
+  checkOutFileIsNotInput(outFile, modelDir, options.predictorDir);
   using plan = planConversion(modelDir, options);
   await writeGguf(outFile, {
     magic: plan.magic,
