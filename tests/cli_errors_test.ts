@@ -224,6 +224,27 @@ Deno.test("gpu-index: impossible budgets and unwritable outputs are one line, ex
       /Cannot write ".*": it is a directory/,
     );
     deepStrictEqual(names(dir), []);
+    // --out naming the model (or any file that is not an index) is refused; an index may be
+    // replaced.
+    const model = `${dir}/m.gguf`;
+    Deno.copyFileSync(TINY, model);
+    const act = sharedFixture("models/tiny/activation");
+    const gi = ["-m", model, "--activation", act, "--vram-budget", "1"];
+    await failsWithOneLine(
+      gpuIndexMain,
+      [...gi, "--out", model],
+      /Output ".*m\.gguf" exists and is a powerinfer-model file, not a GPU index/,
+    );
+    Deno.writeTextFileSync(`${dir}/notes.txt`, "keep me");
+    await failsWithOneLine(
+      gpuIndexMain,
+      [...gi, "--out", `${dir}/notes.txt`],
+      /Output ".*notes\.txt" exists and is not a GPU index/,
+    );
+    equal(Deno.readTextFileSync(`${dir}/notes.txt`), "keep me");
+    equal(Deno.statSync(model).size, Deno.statSync(TINY).size);
+    equal((await capture(gpuIndexMain, [...gi, "--out", `${dir}/x.gpuidx`])).code, 0);
+    equal((await capture(gpuIndexMain, [...gi, "--out", `${dir}/x.gpuidx`])).code, 0);
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }

@@ -13,7 +13,7 @@ import { checkOutputPath } from "../gguf/output_file.ts";
 import { dirname, join } from "node:path";
 import { openGguf } from "../gguf/open.ts";
 import { budgetShapeOf } from "../gpu_index/budget.ts";
-import { gpuIndexPathFor, writeGpuIndex } from "../gpu_index/gpuidx.ts";
+import { checkGpuIndexOutPath, gpuIndexPathFor, writeGpuIndex } from "../gpu_index/gpuidx.ts";
 import { formatPlan, planGpuIndex, planToJson } from "../gpu_index/plan.ts";
 import { readActivationDir } from "../gpu_index/stats.ts";
 
@@ -100,7 +100,11 @@ export async function main(args: string[]): Promise<number> {
   }
   try {
     const modelPath = values.model;
-    if (!values["no-write"]) checkOutputPath(values.out ?? gpuIndexPathFor(modelPath));
+    if (!values["no-write"]) {
+      const out = values.out ?? gpuIndexPathFor(modelPath);
+      checkOutputPath(out);
+      checkGpuIndexOutPath(out);
+    }
     using file = openGguf(modelPath);
     const shape = budgetShapeOf(file);
     const dir = values.activation ?? join(dirname(modelPath), "activation");

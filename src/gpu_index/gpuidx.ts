@@ -14,7 +14,8 @@
 
 import { GpuIndexError } from "../errors.ts";
 import type { GgufFile } from "../gguf/reader.ts";
-import { parseGguf } from "../gguf/reader.ts";
+import { parseGguf, parseGgufSource } from "../gguf/reader.ts";
+import { FileSource } from "../torch/source.ts";
 import { GgmlType, type GgufKv, GgufValueType } from "../gguf/types.ts";
 import { type GgufWriteSpec, layoutGguf, serializeGguf, writeGguf } from "../gguf/writer.ts";
 import { writeFileAtomicSync } from "../gguf/output_file.ts";
@@ -274,6 +275,50 @@ function readI32(bytes: Uint8Array): Int32Array {
   const out = new Int32Array(bytes.length >>> 2);
   new Uint8Array(out.buffer).set(bytes.subarray(0, out.length * 4));
   return out;
+}
+
+/**
+ * Refuses to write an index over an existing file that is not a GPU index (the model itself,
+ * its statistics, anything else): only an earlier index may be replaced.
+ *
+ * @param path The output path.
+ * @throws {GpuIndexError} If `path` exists and is not a readable PowerInfer GPU-index file.
+ *
+ * @example A new path is fine
+ * ```ts
+ * import { checkGpuIndexOutPath } from "./gpuidx.ts";
+ * checkGpuIndexOutPath(`${Deno.makeTempDirSync()}/model.gguf.generated.gpuidx`);
+ * ```
+ */
+export function checkGpuIndexOutPath(path: string): void {
+  try {
+    if (!Deno.statSync(path).isFile) return; // a directory: the writer says so
+  } catch {
+    return; // not there yet
+  }
+  let kind: string;
+  try {
+    const source = new FileSource(path);
+    const file = parseGgufSource({
+      byteLength: source.byteLength,
+      view: (offsetBytes, length) => source.read(offsetBytes, length),
+      close: () => source.close(),
+    });
+    kind = file.kind;
+    file.close();
+  } catch (cause) {
+    throw new GpuIndexError(
+      `Output "${path}" exists and is not a GPU index (${
+        (cause as Error).message
+      }): choose another --out`,
+      { cause },
+    );
+  }
+  if (kind !== "powerinfer-gpu-index") {
+    throw new GpuIndexError(
+      `Output "${path}" exists and is a ${kind} file, not a GPU index: choose another --out`,
+    );
+  }
 }
 
 /**
