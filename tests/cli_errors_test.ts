@@ -245,6 +245,11 @@ Deno.test("gpu-index: impossible budgets and unwritable outputs are one line, ex
     equal(Deno.statSync(model).size, Deno.statSync(TINY).size);
     equal((await capture(gpuIndexMain, [...gi, "--out", `${dir}/x.gpuidx`])).code, 0);
     equal((await capture(gpuIndexMain, [...gi, "--out", `${dir}/x.gpuidx`])).code, 0);
+    await failsWithOneLine(
+      gpuIndexMain,
+      ["-m", `${dir}/x.gpuidx`, "--activation", act, "--vram-budget", "1", "--no-write"],
+      /is a GPU-index file, not a model: pass the PowerInfer model with -m/,
+    );
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }

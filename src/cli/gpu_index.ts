@@ -9,6 +9,7 @@
 import { parseArgs } from "node:util";
 import { reportError, usageLine } from "./report_error.ts";
 import { numberOption } from "./options.ts";
+import { GpuIndexError } from "../errors.ts";
 import { checkOutputPath } from "../gguf/output_file.ts";
 import { dirname, join } from "node:path";
 import { openGguf } from "../gguf/open.ts";
@@ -106,6 +107,11 @@ export async function main(args: string[]): Promise<number> {
       checkGpuIndexOutPath(out);
     }
     using file = openGguf(modelPath);
+    if (file.kind === "powerinfer-gpu-index") {
+      throw new GpuIndexError(
+        `File "${modelPath}" is a GPU-index file, not a model: pass the PowerInfer model with -m`,
+      );
+    }
     const shape = budgetShapeOf(file);
     const dir = values.activation ?? join(dirname(modelPath), "activation");
     const stats = await readActivationDir(dir, { nLayer: shape.nLayer, nFf: shape.nFf });
