@@ -280,6 +280,11 @@ Deno.test("profile: a directory as text and a file as --out fail before profilin
       ["-m", TINY, "-f", text, "--out", `${dir}/act`, "--max-tokens", "0"],
       /Invalid --max-tokens 0: expected an integer >= 1/,
     );
+    await failsWithOneLine(
+      profileMain,
+      ["-m", TINY, "-f", text, "--out", `${dir}/act`, "-c", "1099511627776"],
+      /Cannot allocate the KV cache for a context of 1099511627776 tokens: give a smaller/,
+    );
     // A model that fails to load creates no output directory.
     await failsWithOneLine(
       profileMain,
