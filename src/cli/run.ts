@@ -46,6 +46,7 @@ options:
       --frequency-penalty F (default 0)
   -s, --seed N              RNG seed (default -1 = from the clock)
       --ignore-eos          keep generating after end of text
+  -r, --reverse-prompt S    stop when S appears in the generated text (repeatable)
   -l, --logit-bias ID(+/-)B add B to token ID's logit (repeatable; B may be -inf)
       --memory-f32          f32 KV cache instead of f16
       --rope-freq-base F    RoPE base frequency (default: from the model)
@@ -84,6 +85,7 @@ const OPTIONS = {
   "frequency-penalty": { type: "string" },
   seed: { type: "string", short: "s" },
   "ignore-eos": { type: "boolean" },
+  "reverse-prompt": { type: "string", short: "r", multiple: true },
   "logit-bias": { type: "string", short: "l", multiple: true },
   "memory-f32": { type: "boolean" },
   "rope-freq-base": { type: "string" },
@@ -292,6 +294,7 @@ export async function main(args: string[]): Promise<number> {
           nKeep: num(values, "keep", true),
           ignoreEos: values["ignore-eos"] as boolean | undefined,
           logitBias,
+          stop: values["reverse-prompt"] as string[] | undefined,
           signal: abort.signal,
         })
       ) {
