@@ -12,8 +12,8 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { usageLine } from "../src/cli/report_error.ts";
+import { parseCliArgs } from "../src/cli/options.ts";
 import { seededRandom } from "../tests/_helpers.ts"; // the suite's mulberry32
 import { PowerInferError } from "../src/errors.ts";
 import { FUZZ_TARGETS, type FuzzInput, type FuzzTarget } from "./fuzz_targets.ts";
@@ -258,29 +258,21 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzSummary> {
  * @returns 0 when every case gave a valid parse or a typed error.
  */
 export async function main(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        cases: { type: "string", default: "100000" },
-        seed: { type: "string", default: "1" },
-        target: { type: "string", multiple: true },
-        replay: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (error) {
-    console.error(usageLine((error as Error).message, "fuzz"));
-    return 1;
-  }
-  if (values.help) {
-    console.log(
-      "Usage: deno task fuzz [--cases N] [--seed S] [--target NAME]... [--replay CASE]\n" +
-        `Targets: ${FUZZ_TARGETS.map((t) => t.name).join(", ")}`,
-    );
-    return 0;
-  }
+  const usage =
+    "Usage: deno task fuzz [--cases N] [--seed S] [--target NAME]... [--replay CASE]\n" +
+    `Targets: ${FUZZ_TARGETS.map((t) => t.name).join(", ")}`;
+  const parsed = parseCliArgs("fuzz", usage, {
+    args,
+    options: {
+      cases: { type: "string", default: "100000" },
+      seed: { type: "string", default: "1" },
+      target: { type: "string", multiple: true },
+      replay: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (typeof parsed === "number") return parsed;
+  const { values } = parsed;
   const cases = Number(values.cases);
   const seed = Number(values.seed);
   if (!Number.isSafeInteger(cases) || cases < 0 || !Number.isSafeInteger(seed)) {

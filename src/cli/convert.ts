@@ -6,7 +6,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseCliArgs } from "./options.ts";
 import { reportError, usageLine } from "./report_error.ts";
 import { ConvertError } from "../errors.ts";
 import { formatBytes, progressBar, statusLineWriter } from "./progress.ts";
@@ -40,27 +40,19 @@ options:
  *   the temporary file is removed and nothing is written.
  */
 export async function main(args: string[], signal?: AbortSignal): Promise<number> {
-  let values, positionals;
-  try {
-    ({ values, positionals } = parseArgs({
-      args,
-      options: {
-        help: { type: "boolean", short: "h" },
-        outtype: { type: "string" },
-        dense: { type: "boolean" },
-        outfile: { type: "string" },
-      },
-      allowPositionals: true,
-      strict: true,
-    }));
-  } catch (error) {
-    console.error(usageLine((error as Error).message, "convert"));
-    return 1;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const parsed = parseCliArgs("convert", USAGE, {
+    args,
+    options: {
+      help: { type: "boolean", short: "h" },
+      outtype: { type: "string" },
+      dense: { type: "boolean" },
+      outfile: { type: "string" },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (typeof parsed === "number") return parsed;
+  const { values, positionals } = parsed;
   const outtype = (values.outtype ?? "f16") as ConvertOutType;
   if (!["f32", "f16", "q4_0"].includes(outtype)) {
     console.error(

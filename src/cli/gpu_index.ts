@@ -6,9 +6,8 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { reportError, usageLine } from "./report_error.ts";
-import { numberOption } from "./options.ts";
+import { numberOption, parseCliArgs } from "./options.ts";
 import { GpuIndexError } from "../errors.ts";
 import { checkOutputPath } from "../gguf/output_file.ts";
 import { dirname, join } from "node:path";
@@ -43,35 +42,27 @@ options:
 
 /** Runs the CLI; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: args.map((a) => (a.startsWith("--") ? a.replaceAll("_", "-") : a)),
-      options: {
-        help: { type: "boolean", short: "h" },
-        model: { type: "string", short: "m" },
-        activation: { type: "string" },
-        "vram-budget": { type: "string" },
-        neurons: { type: "string" },
-        batch: { type: "string" },
-        threshold: { type: "string" },
-        "ctx-size": { type: "string", short: "c" },
-        "batch-size": { type: "string", short: "b" },
-        "memory-f32": { type: "boolean" },
-        out: { type: "string" },
-        "no-write": { type: "boolean" },
-        json: { type: "boolean" },
-      },
-      strict: true,
-    }));
-  } catch (error) {
-    console.error(usageLine((error as Error).message, "gpu-index"));
-    return 1;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const parsed = parseCliArgs("gpu-index", USAGE, {
+    args: args.map((a) => (a.startsWith("--") ? a.replaceAll("_", "-") : a)),
+    options: {
+      help: { type: "boolean", short: "h" },
+      model: { type: "string", short: "m" },
+      activation: { type: "string" },
+      "vram-budget": { type: "string" },
+      neurons: { type: "string" },
+      batch: { type: "string" },
+      threshold: { type: "string" },
+      "ctx-size": { type: "string", short: "c" },
+      "batch-size": { type: "string", short: "b" },
+      "memory-f32": { type: "boolean" },
+      out: { type: "string" },
+      "no-write": { type: "boolean" },
+      json: { type: "boolean" },
+    },
+    strict: true,
+  });
+  if (typeof parsed === "number") return parsed;
+  const { values } = parsed;
   if (!values.model) {
     console.error(usageLine("-m MODEL is required", "gpu-index"));
     return 1;

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseCliArgs } from "./options.ts";
 import { reportError, usageLine } from "./report_error.ts";
 import { openGguf } from "../gguf/open.ts";
 import { type GgufFile, ggufValueTypeName } from "../gguf/reader.ts";
@@ -173,25 +173,17 @@ export function inspectJson(file: GgufFile, path: string, full = false): Record<
 
 /** CLI entry: returns the exit status. */
 export function main(args: string[]): number {
-  let values, positionals;
-  try {
-    ({ values, positionals } = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        json: { type: "boolean" },
-        full: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (error) {
-    console.error(usageLine((error as Error).message, "inspect"));
-    return 1;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const parsed = parseCliArgs("inspect", USAGE, {
+    args,
+    allowPositionals: true,
+    options: {
+      json: { type: "boolean" },
+      full: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (typeof parsed === "number") return parsed;
+  const { values, positionals } = parsed;
   if (positionals.length !== 1) {
     console.error(usageLine(`Expected one file, found ${positionals.length}`, "inspect"));
     return 1;

@@ -6,6 +6,9 @@
  * @module
  */
 
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { usageLine } from "./report_error.ts";
+
 /** What a numeric option accepts. */
 export interface NumberOptionRule {
   /** Whole numbers only. */
@@ -57,4 +60,46 @@ export function numberOption(
     : "";
   const unit = rule.unit ? ` (${rule.unit})` : "";
   throw new RangeError(`Invalid --${name} ${text}: expected ${kind}${range}${unit}`);
+}
+
+/**
+ * Parses a CLI's arguments (node:util parseArgs, strict) the way every task does: a usage
+ * mistake is one `error: ... (see deno task TASK --help)` line and exit status 1, and `--help`
+ * (when the options have it) prints `usage` and exit status 0.
+ *
+ * @param task The task name, for the `--help` hint.
+ * @param usage The help text.
+ * @param config The parseArgs config.
+ * @returns The parsed result, or the exit status to return at once.
+ *
+ * @example Help, a mistake, and a parse
+ * ```ts
+ * import { deepStrictEqual, equal } from "node:assert/strict";
+ * import { parseCliArgs } from "./options.ts";
+ * const options = { help: { type: "boolean", short: "h" }, n: { type: "string" } } as const;
+ * const quiet = { log: () => {}, error: () => {} };
+ * equal(parseCliArgs("x", "usage", { args: ["-h"], options }, quiet), 0);
+ * equal(parseCliArgs("x", "usage", { args: ["--bad"], options }, quiet), 1);
+ * const r = parseCliArgs("x", "usage", { args: ["--n", "3"], options }, quiet);
+ * deepStrictEqual(typeof r === "number" ? r : r.values.n, "3");
+ * ```
+ */
+export function parseCliArgs<T extends ParseArgsConfig>(
+  task: string,
+  usage: string,
+  config: T,
+  out: { log(line: string): void; error(line: string): void } = console,
+): ReturnType<typeof parseArgs<T>> | number {
+  let parsed: ReturnType<typeof parseArgs<T>>;
+  try {
+    parsed = parseArgs(config);
+  } catch (error) {
+    out.error(usageLine((error as Error).message, task));
+    return 1;
+  }
+  if ((parsed.values as Record<string, unknown>).help) {
+    out.log(usage);
+    return 0;
+  }
+  return parsed;
 }

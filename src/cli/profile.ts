@@ -6,9 +6,8 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { reportError, usageLine } from "./report_error.ts";
-import { numberOption } from "./options.ts";
+import { numberOption, parseCliArgs } from "./options.ts";
 import { FileWriteError } from "../errors.ts";
 import {
   checkInputFile,
@@ -60,32 +59,24 @@ function makeOutputDir(dir: string): void {
 
 /** Runs the CLI; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: args.map((a) => (a.startsWith("--") ? a.replaceAll("_", "-") : a)),
-      options: {
-        help: { type: "boolean", short: "h" },
-        model: { type: "string", short: "m" },
-        file: { type: "string", short: "f" },
-        out: { type: "string" },
-        mode: { type: "string" },
-        "ctx-size": { type: "string", short: "c" },
-        threads: { type: "string", short: "t" },
-        "max-tokens": { type: "string" },
-        pt: { type: "boolean" },
-        json: { type: "boolean" },
-      },
-      strict: true,
-    }));
-  } catch (error) {
-    console.error(usageLine((error as Error).message, "profile"));
-    return 1;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const parsed = parseCliArgs("profile", USAGE, {
+    args: args.map((a) => (a.startsWith("--") ? a.replaceAll("_", "-") : a)),
+    options: {
+      help: { type: "boolean", short: "h" },
+      model: { type: "string", short: "m" },
+      file: { type: "string", short: "f" },
+      out: { type: "string" },
+      mode: { type: "string" },
+      "ctx-size": { type: "string", short: "c" },
+      threads: { type: "string", short: "t" },
+      "max-tokens": { type: "string" },
+      pt: { type: "boolean" },
+      json: { type: "boolean" },
+    },
+    strict: true,
+  });
+  if (typeof parsed === "number") return parsed;
+  const { values } = parsed;
   if (!values.model || !values.file) {
     console.error(usageLine("-m MODEL and -f TEXT are required", "profile"));
     return 1;
