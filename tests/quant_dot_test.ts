@@ -2,11 +2,14 @@
 // (src/quant/), and every AVX2 dot product / quantized matmul against its scalar twin.
 import { deepStrictEqual, ok } from "node:assert/strict";
 import {
+  getThreads,
   matmul,
   matmulRef,
   quantizeQ8_0Act,
   quantizeQ8_0ActRef,
   quantizeQ8_KAct,
+  setThreads,
+  sparseMatmul,
   vecDotQuant,
   vecDotQuantRef,
 } from "../ffi/ops.ts";
@@ -112,6 +115,93 @@ for (const [type, nCols] of MATMUL_CASES) {
           const one = new Float32Array(nRows);
           matmul(one, w, type, nRows, nCols, x.subarray(t * nCols, (t + 1) * nCols), 1);
           deepStrictEqual(one, out.subarray(t * nRows, (t + 1) * nRows));
+        }
+      },
+    );
+  }
+}
+
+/** f32 fused multiply-add for ggml's block step: a·b is exact in f64 (24-bit d, |lane| < 2^13). */
+function fmaf(a: number, b: number, c: number): number {
+  return Math.fround(a * b + c);
+}
+
+/**
+ * ggml's AVX2 Q4_0·Q8_0 / Q8_0·Q8_0 dot (PowerInfer's x86 arithmetic) for one row: per block,
+ * lane l = Σ over elements 4l..4l+3 of the integer products (Q4_0 element e < 16 in the low
+ * nibble of qs[e], e ≥ 16 in the high nibble of qs[e−16]), acc[l] = fma(f32(dx)·f32(dy), lane,
+ * acc[l]); then hsum_float_8 = ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+ */
+function dotGgmlAvx2(type: GgmlType, w: Uint8Array, y: Uint8Array, nBlocks: number): number {
+  const bytes = type === GgmlType.Q4_0 ? 18 : 34;
+  const f16 = (b: Uint8Array, o: number) => new Float16Array(b.slice(o, o + 2).buffer)[0]!;
+  const acc = new Array<number>(8).fill(0);
+  for (let b = 0; b < nBlocks; b++) {
+    const px = b * bytes, py = b * 34;
+    const d = Math.fround(f16(w, px) * f16(y, py));
+    for (let lane = 0; lane < 8; lane++) {
+      let sum = 0;
+      for (let e = 4 * lane; e < 4 * lane + 4; e++) {
+        const q = type === GgmlType.Q4_0
+          ? (e < 16 ? w[px + 2 + e]! & 15 : w[px + 2 + e - 16]! >> 4) - 8
+          : (w[px + 2 + e]! << 24) >> 24;
+        sum += q * ((y[py + 2 + e]! << 24) >> 24);
+      }
+      acc[lane] = fmaf(d, sum, acc[lane]!);
+    }
+  }
+  const r = [0, 1, 2, 3].map((i) => Math.fround(acc[i + 4]! + acc[i]!));
+  return Math.fround(Math.fround(r[0]! + r[2]!) + Math.fround(r[1]! + r[3]!));
+}
+
+// Sparse Q4_0 models flip predictor decisions on last-bit differences (PowerInfer's fixtures
+// failed by 0.06 when the kernels summed 8 blocks per lane), so every AVX2 Q4_0/Q8_0 path is
+// pinned to ggml's bits: matrix-vector row groups and their leftovers, short predictor rows,
+// n % 256 tails, 4-token prompt tiles, the sparse gather-dot, 1 and 2 threads.
+for (const type of [GgmlType.Q4_0, GgmlType.Q8_0]) {
+  for (
+    const [nRows, nCols, nTokens] of [[37, 96, 1], [70, 256, 1], [45, 2048 + 96, 1], [
+      19,
+      352,
+      6,
+    ]]
+  ) {
+    Deno.test(
+      `matmul()/sparseMatmul() ${
+        GgmlType[type]
+      } ${nRows}x${nCols} x ${nTokens} equal ggml's AVX2 dot bit for bit`,
+      () => {
+        const w = randomWeights(nRows + nCols, type, nRows, nCols);
+        const x = randomF32(nCols + 7, nTokens * nCols, 3);
+        const rowBytes = (nCols / 32) * (type === GgmlType.Q4_0 ? 18 : 34);
+        const expected = new Float32Array(nTokens * nRows);
+        for (let t = 0; t < nTokens; t++) {
+          const y = quantizeQ8_0Activation(x.subarray(t * nCols, (t + 1) * nCols));
+          for (let r = 0; r < nRows; r++) {
+            expected[t * nRows + r] = dotGgmlAvx2(
+              type,
+              w.subarray(r * rowBytes, (r + 1) * rowBytes),
+              y,
+              nCols / 32,
+            );
+          }
+        }
+        const before = getThreads();
+        try {
+          for (const threads of [1, 2]) {
+            setThreads(threads);
+            const out = new Float32Array(nTokens * nRows);
+            matmul(out, w, type, nRows, nCols, x, nTokens);
+            assertClose(out, expected, 0, `matmul, ${threads} threads`);
+            // every other row active
+            const pred = Float32Array.from({ length: nTokens * nRows }, (_, i) => i % 2 ? -1 : 1);
+            const sparse = new Float32Array(nTokens * nRows);
+            sparseMatmul(sparse, w, type, nRows, nCols, x, nTokens, pred, 0, null);
+            const want = expected.map((v, i) => i % 2 ? 0 : v);
+            assertClose(sparse, want, 0, `sparseMatmul, ${threads} threads`);
+          }
+        } finally {
+          setThreads(before);
         }
       },
     );

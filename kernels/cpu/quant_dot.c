@@ -100,16 +100,17 @@ void pi_qd_quantize_q8_0x(const float *x, void *row, int64_t n) {
     const int64_t nb = n / PI_QK8_0;
     int8_t *qs = (int8_t *) row;
     float *d = (float *) ((uint8_t *) row + nb * 32);
-    int32_t *s8 = (int32_t *) ((uint8_t *) row + nb * 36);
+    int32_t *c8 = (int32_t *) ((uint8_t *) row + nb * 36);
     pi_block_q8_0 tmp[8];
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         const int64_t m = nb - b0 < 8 ? nb - b0 : 8;
         pi_qd_quantize_q8_0(x + b0 * PI_QK8_0, tmp, m * PI_QK8_0);
         for (int64_t k = 0; k < m; k++) {
             d[b0 + k] = pi_fp16_to_fp32(tmp[k].d);
-            int sum = 0;
-            for (int j = 0; j < 32; j++) sum += tmp[k].qs[j];
-            s8[b0 + k] = 8 * sum;
+            for (int l = 0; l < 8; l++) {
+                const int8_t *q = tmp[k].qs + 4 * l;
+                c8[(b0 + k) * 8 + l] = 8 * (q[0] + q[1] + q[2] + q[3]);
+            }
             memcpy(qs + (b0 + k) * 32, tmp[k].qs, 32);
         }
     }
@@ -252,39 +253,26 @@ float pi_qd_dot_q8_0_q8_0x_ref(int64_t n, const void *vx, const void *vy) {
 }
 
 #if defined(PI_QD_X86)
+// The Q4_0/Q8_0 kernels below keep ggml's AVX2 arithmetic bit for bit (what PowerInfer runs on
+// x86): per block, 8 int32 lanes, lane l = Σ over elements 4l..4l+3 of (q−8)·y (lanes 0-3 the
+// low-nibble elements 0..15, lanes 4-7 the high-nibble elements 16..31), converted to f32 and
+// accumulated with one FMA by d = f32(dx)·f32(dy) into one 8-lane accumulator, block after
+// block; then hsum_avx. The lane integers are computed any exact way (unsigned nibbles minus the
+// lane's 8·Σy); only that float order matters. Sparse models amplify any other rounding into
+// flipped predictor decisions near the threshold (tests/model_llama_test.ts).
+
 // Unsigned nibbles 0..15 (low nibbles, then high nibbles).
 __attribute__((target("avx2,fma,f16c"))) static inline __m256i nibbles_q4_0(const uint8_t *qs) {
     const __m128i t = _mm_loadu_si128((const __m128i *) qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f));
 }
 
-// The n % 256 tail: block by block into a vector accumulator (exact integer sums per block).
-__attribute__((target("avx2,fma,f16c"))) static inline float q4_tail(const pi_block_q4_0 *x,
-                                                                     int64_t b, int64_t nb,
-                                                                     const int8_t *yq,
-                                                                     const float *yd,
-                                                                     const int32_t *ys8) {
-    __m256 acc = _mm256_setzero_ps();
-    for (; b < nb; b++) {
-        __m256i p = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(nibbles_q4_0(x[b].qs),
-                                 _mm256_loadu_si256((const __m256i *) (yq + b * 32))),
-            _mm256_set1_epi16(1));
-        p = _mm256_sub_epi32(p, _mm256_zextsi128_si256(_mm_cvtsi32_si128(ys8[b])));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * yd[b]), _mm256_cvtepi32_ps(p),
-                              acc);
-    }
-    return hsum_avx(acc);
-}
-
-// Exact Σq·y of 8 consecutive blocks, one block per int32 lane (an hadd tree of the 8 partial
-// vectors), so the scales of 8 blocks are applied with one convert and one FMA.
-__attribute__((target("avx2,fma,f16c"))) static inline __m256i sums8(const __m256i p[8]) {
-    const __m256i h01 = _mm256_hadd_epi32(p[0], p[1]), h23 = _mm256_hadd_epi32(p[2], p[3]);
-    const __m256i h45 = _mm256_hadd_epi32(p[4], p[5]), h67 = _mm256_hadd_epi32(p[6], p[7]);
-    const __m256i a = _mm256_hadd_epi32(h01, h23), b = _mm256_hadd_epi32(h45, h67);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20),
-                            _mm256_permute2x128_si256(a, b, 0x31));
+// ggml's 8 lanes of one block as f32: Σq·y per 4 elements minus the lane's 8·Σy (exact).
+__attribute__((target("avx2,fma,f16c"))) static inline __m256 q4_lanes(__m256i q, const int8_t *yq,
+                                                                        const int32_t *c8) {
+    const __m256i p = _mm256_madd_epi16(
+        _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *) yq)), _mm256_set1_epi16(1));
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(p, _mm256_loadu_si256((const __m256i *) c8)));
 }
 
 // fp16 scales of 8 consecutive blocks (stride `bytes`) as f32.
@@ -297,6 +285,14 @@ __attribute__((target("avx2,fma,f16c"))) static inline __m256 scales8(const uint
                                          (short) h[3], (short) h[2], (short) h[1], (short) h[0]));
 }
 
+// d[k] = f32(dx of block k)·dy[k] for 8 consecutive blocks (the same f32 products as ggml).
+__attribute__((target("avx2,fma,f16c"))) static inline void block_scales8(float *d,
+                                                                         const uint8_t *x,
+                                                                         size_t bytes,
+                                                                         const float *yd) {
+    _mm256_store_ps(d, _mm256_mul_ps(scales8(x, bytes), _mm256_loadu_ps(yd)));
+}
+
 __attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0x_avx2(int64_t n,
                                                                            const void *vx,
                                                                            const void *vy) {
@@ -304,96 +300,119 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0x_avx2(int64_
     const int64_t nb = n / PI_QK8_0;
     const int8_t *yq = pi_q8_0x_qs(vy);
     const float *yd = pi_q8_0x_d(vy, nb);
-    const int32_t *ys8 = pi_q8_0x_s8(vy, nb);
-    const __m256i ones = _mm256_set1_epi16(1);
+    const int32_t *c8 = pi_q8_0x_c8(vy, nb);
     __m256 acc = _mm256_setzero_ps();
     int64_t b = 0;
     for (; b + 8 <= nb; b += 8) {
-        __m256i p[8];
+        _Alignas(32) float d[8];
+        block_scales8(d, (const uint8_t *) &x[b].d, sizeof(pi_block_q4_0), yd + b);
         for (int k = 0; k < 8; k++) {
-            p[k] = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(nibbles_q4_0(x[b + k].qs),
-                                     _mm256_loadu_si256((const __m256i *) (yq + (b + k) * 32))),
-                ones);
+            acc = _mm256_fmadd_ps(
+                _mm256_broadcast_ss(d + k),
+                q4_lanes(nibbles_q4_0(x[b + k].qs), yq + (b + k) * 32, c8 + (b + k) * 8), acc);
         }
-        const __m256i s = _mm256_sub_epi32(sums8(p), _mm256_loadu_si256((const __m256i *) (ys8 + b)));
-        const __m256 d = _mm256_mul_ps(scales8((const uint8_t *) &x[b].d, sizeof(pi_block_q4_0)),
-                                       _mm256_loadu_ps(yd + b));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
     }
-    return b < nb ? hsum_avx(acc) + q4_tail(x, b, nb, yq, yd, ys8) : hsum_avx(acc);
+    for (; b < nb; b++) {
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * yd[b]),
+                              q4_lanes(nibbles_q4_0(x[b].qs), yq + b * 32, c8 + b * 8), acc);
+    }
+    return hsum_avx(acc);
 }
 
-// One Q4_0 row against 4 q8_0x activation rows (stride `ys` bytes) for prompt batches: the
-// nibbles of each block are unpacked once for the 4 tokens; the integer sums, their reduction
-// tree and the float operations per token are those of dot_q4_0_q8_0x_avx2 (same bits).
-__attribute__((target("avx2,fma,f16c"))) static void dot_q4_0_q8_0x_x4_avx2(
-    int64_t n, const pi_block_q4_0 *x, const uint8_t *y, size_t ys, float *out) {
-    const int64_t nb = n / PI_QK8_0;
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
-    int64_t b = 0;
-    for (; b + 8 <= nb; b += 8) {
-        __m256i half[2][4];
-        for (int g = 0; g < 2; g++) {
-            __m256i q[4];
-            for (int k = 0; k < 4; k++) q[k] = nibbles_q4_0(x[b + 4 * g + k].qs);
-            for (int t = 0; t < 4; t++) {
-                const int8_t *yq = pi_q8_0x_qs(y + t * ys) + (b + 4 * g) * 32;
-                __m256i p[4];
-                for (int k = 0; k < 4; k++) {
-                    p[k] = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *) (yq + 32 * k))),
-                        ones);
-                }
-                half[g][t] = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]),
-                                               _mm256_hadd_epi32(p[2], p[3]));
-            }
-        }
-        const __m256 dx = scales8((const uint8_t *) &x[b].d, sizeof(pi_block_q4_0));
-        for (int t = 0; t < 4; t++) {
-            const __m256i a = half[0][t], c = half[1][t];
-            __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(a, c, 0x20),
-                                           _mm256_permute2x128_si256(a, c, 0x31));
-            sum = _mm256_sub_epi32(sum, _mm256_loadu_si256((const __m256i *) (pi_q8_0x_s8(y + t * ys, nb) + b)));
-            const __m256 d = _mm256_mul_ps(dx, _mm256_loadu_ps(pi_q8_0x_d(y + t * ys, nb) + b));
-            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc[t]);
-        }
-    }
-    for (int t = 0; t < 4; t++) {
-        const int8_t *yq = pi_q8_0x_qs(y + t * ys);
-        const float *yd = pi_q8_0x_d(y + t * ys, nb);
-        const int32_t *ys8 = pi_q8_0x_s8(y + t * ys, nb);
-        out[t] = b < nb ? hsum_avx(acc[t]) + q4_tail(x, b, nb, yq, yd, ys8) : hsum_avx(acc[t]);
-    }
-}
-
-// Eight Q4_0 rows (stride `rb` bytes) against one q8_0x row, for short rows (n < 256, e.g. the
-// predictor's fc2): one lane per row, so the 8 rows share every reduction and scale step.
-__attribute__((target("avx2,fma,f16c"))) static void dot8_q4_0_q8_0x_avx2(
+// Four Q4_0 rows (stride `rb` bytes) against one q8_0x row: four independent accumulators (the
+// FMA latency chains overlap); each row's bits are those of dot_q4_0_q8_0x_avx2.
+__attribute__((target("avx2,fma,f16c"))) static void dot4_q4_0_q8_0x_avx2(
     int64_t n, const uint8_t *w, size_t rb, const void *vy, float *out) {
     const int64_t nb = n / PI_QK8_0;
     const int8_t *yq = pi_q8_0x_qs(vy);
     const float *yd = pi_q8_0x_d(vy, nb);
-    const int32_t *ys8 = pi_q8_0x_s8(vy, nb);
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const __m256i y = _mm256_loadu_si256((const __m256i *) (yq + b * 32));
-        __m256i p[8];
+    const int32_t *c8 = pi_q8_0x_c8(vy, nb);
+    const pi_block_q4_0 *x0 = (const pi_block_q4_0 *) w;
+    const pi_block_q4_0 *x1 = (const pi_block_q4_0 *) (w + rb);
+    const pi_block_q4_0 *x2 = (const pi_block_q4_0 *) (w + 2 * rb);
+    const pi_block_q4_0 *x3 = (const pi_block_q4_0 *) (w + 3 * rb);
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        _Alignas(32) float d[4][8];
+        block_scales8(d[0], (const uint8_t *) &x0[b].d, sizeof(pi_block_q4_0), yd + b);
+        block_scales8(d[1], (const uint8_t *) &x1[b].d, sizeof(pi_block_q4_0), yd + b);
+        block_scales8(d[2], (const uint8_t *) &x2[b].d, sizeof(pi_block_q4_0), yd + b);
+        block_scales8(d[3], (const uint8_t *) &x3[b].d, sizeof(pi_block_q4_0), yd + b);
         for (int k = 0; k < 8; k++) {
-            const pi_block_q4_0 *x = (const pi_block_q4_0 *) (w + k * rb) + b;
-            p[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_q4_0(x->qs), y), ones);
+            const int8_t *y = yq + (b + k) * 32;
+            const int32_t *c = c8 + (b + k) * 8;
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[0][k]),
+                                 q4_lanes(nibbles_q4_0(x0[b + k].qs), y, c), a0);
+            a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[1][k]),
+                                 q4_lanes(nibbles_q4_0(x1[b + k].qs), y, c), a1);
+            a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[2][k]),
+                                 q4_lanes(nibbles_q4_0(x2[b + k].qs), y, c), a2);
+            a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[3][k]),
+                                 q4_lanes(nibbles_q4_0(x3[b + k].qs), y, c), a3);
         }
-        const __m256i s = _mm256_sub_epi32(sums8(p), _mm256_set1_epi32(ys8[b]));
-        const __m256 d = _mm256_mul_ps(scales8(w + b * sizeof(pi_block_q4_0), rb),
-                                       _mm256_set1_ps(yd[b]));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
     }
-    _mm256_storeu_ps(out, acc);
+    for (; b < nb; b++) {
+        const int8_t *y = yq + b * 32;
+        const int32_t *c = c8 + b * 8;
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x0[b].d) * yd[b]),
+                             q4_lanes(nibbles_q4_0(x0[b].qs), y, c), a0);
+        a1 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x1[b].d) * yd[b]),
+                             q4_lanes(nibbles_q4_0(x1[b].qs), y, c), a1);
+        a2 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x2[b].d) * yd[b]),
+                             q4_lanes(nibbles_q4_0(x2[b].qs), y, c), a2);
+        a3 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x3[b].d) * yd[b]),
+                             q4_lanes(nibbles_q4_0(x3[b].qs), y, c), a3);
+    }
+    out[0] = hsum_avx(a0);
+    out[1] = hsum_avx(a1);
+    out[2] = hsum_avx(a2);
+    out[3] = hsum_avx(a3);
 }
 
+// One Q4_0 row against 4 q8_0x activation rows (stride `ys` bytes) for prompt batches: the
+// nibbles of each block are unpacked once for the 4 tokens; per token the bits of
+// dot_q4_0_q8_0x_avx2.
+__attribute__((target("avx2,fma,f16c"))) static void dot_q4_0_q8_0x_x4_avx2(
+    int64_t n, const pi_block_q4_0 *x, const uint8_t *y, size_t ys, float *out) {
+    const int64_t nb = n / PI_QK8_0;
+    const int8_t *yq[4];
+    const float *yd[4];
+    const int32_t *c8[4];
+    for (int t = 0; t < 4; t++) {
+        yq[t] = pi_q8_0x_qs(y + t * ys);
+        yd[t] = pi_q8_0x_d(y + t * ys, nb);
+        c8[t] = pi_q8_0x_c8(y + t * ys, nb);
+    }
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        const __m256 dx = scales8((const uint8_t *) &x[b].d, sizeof(pi_block_q4_0));
+        _Alignas(32) float d[4][8];
+        for (int t = 0; t < 4; t++) _mm256_store_ps(d[t], _mm256_mul_ps(dx, _mm256_loadu_ps(yd[t] + b)));
+        for (int k = 0; k < 8; k++) {
+            const __m256i q = nibbles_q4_0(x[b + k].qs);
+            for (int t = 0; t < 4; t++) {
+                acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[t][k]),
+                                         q4_lanes(q, yq[t] + (b + k) * 32, c8[t] + (b + k) * 8),
+                                         acc[t]);
+            }
+        }
+    }
+    for (; b < nb; b++) {
+        const __m256i q = nibbles_q4_0(x[b].qs);
+        const float dx = _cvtsh_ss(x[b].d);
+        for (int t = 0; t < 4; t++) {
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * yd[t][b]),
+                                     q4_lanes(q, yq[t] + b * 32, c8[t] + b * 8), acc[t]);
+        }
+    }
+    for (int t = 0; t < 4; t++) out[t] = hsum_avx(acc[t]);
+}
+
+// Q8_0 weights: ggml's arithmetic as for Q4_0 (lanes of 4 products, one FMA per block).
 __attribute__((target("avx2,fma,f16c"))) static float dot_q8_0_q8_0x_avx2(int64_t n,
                                                                            const void *vx,
                                                                            const void *vy) {
@@ -404,22 +423,21 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q8_0_q8_0x_avx2(int64_
     __m256 acc = _mm256_setzero_ps();
     int64_t b = 0;
     for (; b + 8 <= nb; b += 8) {
-        __m256i p[8];
+        _Alignas(32) float d[8];
+        block_scales8(d, (const uint8_t *) &x[b].d, sizeof(pi_block_q8_0), yd + b);
         for (int k = 0; k < 8; k++) {
-            p[k] = dot_i8(_mm256_loadu_si256((const __m256i *) x[b + k].qs),
-                          _mm256_loadu_si256((const __m256i *) (yq + (b + k) * 32)));
+            const __m256i p = dot_i8(_mm256_loadu_si256((const __m256i *) x[b + k].qs),
+                                     _mm256_loadu_si256((const __m256i *) (yq + (b + k) * 32)));
+            acc = _mm256_fmadd_ps(_mm256_broadcast_ss(d + k), _mm256_cvtepi32_ps(p), acc);
         }
-        const __m256 d = _mm256_mul_ps(scales8((const uint8_t *) &x[b].d, sizeof(pi_block_q8_0)),
-                                       _mm256_loadu_ps(yd + b));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums8(p)), acc);
     }
-    float sumf = hsum_avx(acc);
     for (; b < nb; b++) {
-        int sumi = 0;
-        for (int j = 0; j < 32; j++) sumi += x[b].qs[j] * yq[b * 32 + j];
-        sumf += (_cvtsh_ss(x[b].d) * yd[b]) * (float) sumi;
+        const __m256i p = dot_i8(_mm256_loadu_si256((const __m256i *) x[b].qs),
+                                 _mm256_loadu_si256((const __m256i *) (yq + b * 32)));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * yd[b]), _mm256_cvtepi32_ps(p),
+                              acc);
     }
-    return sumf;
+    return hsum_avx(acc);
 }
 #endif
 
@@ -652,15 +670,21 @@ static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
         const int64_t r1 = r0 + MM_ROW_TILE < i1 ? r0 + MM_ROW_TILE : i1;
         int64_t t = 0;
 #if defined(PI_QD_X86)
-        if (!c->use_ref && c->type == MM_Q4_0 && pi_qd_has_avx2() && c->n_cols < 256) {
-            // short rows: 8 rows at a time (groups fixed by the row index; the n_rows % 8 rows
-            // at the end of the matrix take the per-row kernel)
+        if (!c->use_ref && c->type == MM_Q4_0 && pi_qd_has_avx2() && c->n_tokens < 4) {
+            // matrix-vector: 4 rows per pass (groups fixed by the row index: same bits for any
+            // thread count; the r1 % 4 rows at the end of a tile take the per-row kernel)
             for (t = 0; t < c->n_tokens; t++) {
                 const uint8_t *y = c->xq + t * c->xq_row_bytes;
                 float *o = c->out + t * c->n_rows;
                 int64_t r = r0;
-                for (; r + 8 <= r1 && r + 8 <= c->n_rows; r += 8) {
-                    dot8_q4_0_q8_0x_avx2(c->n_cols, c->w + r * c->w_row_bytes, c->w_row_bytes, y,
+                for (; r + 4 <= r1; r += 4) {
+                    if (t == 0 && r + MM_PF_ROWS + 4 <= i1) {
+                        const uint8_t *p = c->w + (r + MM_PF_ROWS) * c->w_row_bytes;
+                        for (size_t off = 0; off < 4 * c->w_row_bytes; off += 64) {
+                            __builtin_prefetch(p + off, 0, 0);
+                        }
+                    }
+                    dot4_q4_0_q8_0x_avx2(c->n_cols, c->w + r * c->w_row_bytes, c->w_row_bytes, y,
                                          o + r);
                 }
                 for (; r < r1; r++) o[r] = dot(c->n_cols, c->w + r * c->w_row_bytes, y);
@@ -723,7 +747,7 @@ static int matmul_quant(float *out, const void *w, int type, int64_t n_rows, int
     const int64_t nb = n_cols / blk;
     const size_t w_row_bytes =
         (size_t) nb * (type == MM_Q4_0 ? 18u : type == MM_Q8_0 ? 34u : 210u);
-    const size_t xq_row_bytes = (size_t) nb * (type == MM_Q6_K ? 292u : 40u);
+    const size_t xq_row_bytes = (size_t) nb * (type == MM_Q6_K ? 292u : PI_Q8_0X_BLOCK_BYTES);
     uint8_t *xq = pi_qd_scratch(xq_row_bytes * (size_t) (n_tokens > 0 ? n_tokens : 1));
     if (!xq) {
         pi_set_error("pi_matmul: out of memory for %lld quantized activation rows",
