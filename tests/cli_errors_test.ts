@@ -304,3 +304,25 @@ Deno.test("fuzz task: bad options are one line, exit 1", async () => {
   await failsWithOneLine(fuzz, ["--target", "nope", "--cases", "1"], /Unknown target nope/);
   await failsWithOneLine(fuzz, ["--cases", "2", "--replay", "5"], /Bad --replay 5/);
 });
+
+Deno.test({
+  name: "profile: a read-only --out directory fails before the run (needs a non-root user)",
+  ignore: Deno.build.os === "windows" || Deno.uid() === 0,
+  fn: async () => {
+    const dir = Deno.makeTempDirSync();
+    const text = `${dir}/text.txt`;
+    Deno.writeTextFileSync(text, "hello");
+    Deno.mkdirSync(`${dir}/ro`);
+    Deno.chmodSync(`${dir}/ro`, 0o555);
+    try {
+      await failsWithOneLine(
+        profileMain,
+        ["-m", TINY, "-f", text, "--out", `${dir}/ro/act`],
+        /Cannot create output directory ".*ro\/act": permission denied in ".*ro"/,
+      );
+    } finally {
+      Deno.chmodSync(`${dir}/ro`, 0o755);
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});

@@ -97,10 +97,11 @@ export function checkOutputPath(path: string): void {
 
 /**
  * Checks, before any work, that directory `dir` exists or can be created: it is a directory,
- * or the nearest part of it that exists is one (nothing is created here).
+ * or the nearest part of it that exists is one, and entries can be made there (probed with a
+ * temporary file that is removed at once; nothing else is created).
  *
  * @param dir The output directory.
- * @throws {FileWriteError} If a file stands where a directory must be.
+ * @throws {FileWriteError} If a file stands where a directory must be, or it is not writable.
  *
  * @example A file in the way
  * ```ts
@@ -126,7 +127,18 @@ export function checkOutputDir(dir: string): void {
       }
     }
     if (info) {
-      if (info.isDirectory) return;
+      if (info.isDirectory) {
+        // Can we create entries there? (A long run should not learn it at its end.)
+        try {
+          Deno.removeSync(Deno.makeTempFileSync({ dir: at, prefix: ".pi-probe-" }));
+        } catch (error) {
+          throw new FileWriteError(
+            `Cannot create output directory "${dir}": ${fsErrorReason(error)} in "${at}"`,
+            { cause: error },
+          );
+        }
+        return;
+      }
       throw new FileWriteError(
         `Cannot create output directory "${dir}": "${at}" is a file, not a directory (give a directory)`,
       );
