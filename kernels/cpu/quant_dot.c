@@ -319,56 +319,48 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0x_avx2(int64_
     return hsum_avx(acc);
 }
 
-// Four Q4_0 rows (stride `rb` bytes) against one q8_0x row: four independent accumulators (the
-// FMA latency chains overlap); each row's bits are those of dot_q4_0_q8_0x_avx2.
-__attribute__((target("avx2,fma,f16c"))) static void dot4_q4_0_q8_0x_avx2(
+// hsum_avx of 8 accumulators at once (the same pairings, so the same bits per row):
+// out[k] = ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)) of a[k].
+__attribute__((target("avx2,fma,f16c"))) static inline void hsum8_avx(const __m256 a[8],
+                                                                     float *out) {
+    _Alignas(32) float r[8][8];
+    for (int k = 0; k < 4; k++) {
+        const __m256 lo = _mm256_permute2f128_ps(a[2 * k], a[2 * k + 1], 0x20);
+        const __m256 hi = _mm256_permute2f128_ps(a[2 * k], a[2 * k + 1], 0x31);
+        __m256 s = _mm256_add_ps(hi, lo);                                // l_i + l_{i+4}
+        s = _mm256_add_ps(s, _mm256_permute_ps(s, 0x4e));               // (0+2), (1+3)
+        s = _mm256_add_ps(s, _mm256_permute_ps(s, 0xb1));               // lane 0: (0+2)+(1+3)
+        _mm256_store_ps(r[k], s);
+    }
+    for (int k = 0; k < 4; k++) {
+        out[2 * k] = r[k][0];
+        out[2 * k + 1] = r[k][4];
+    }
+}
+
+// Eight Q4_0 rows (stride `rb` bytes) against one q8_0x row, for short rows (n < 256: the
+// predictor's fc2): eight independent FMA chains and one joint horizontal sum; each row's bits
+// are those of dot_q4_0_q8_0x_avx2.
+__attribute__((target("avx2,fma,f16c"))) static void dot8_q4_0_q8_0x_avx2(
     int64_t n, const uint8_t *w, size_t rb, const void *vy, float *out) {
     const int64_t nb = n / PI_QK8_0;
     const int8_t *yq = pi_q8_0x_qs(vy);
     const float *yd = pi_q8_0x_d(vy, nb);
     const int32_t *c8 = pi_q8_0x_c8(vy, nb);
-    const pi_block_q4_0 *x0 = (const pi_block_q4_0 *) w;
-    const pi_block_q4_0 *x1 = (const pi_block_q4_0 *) (w + rb);
-    const pi_block_q4_0 *x2 = (const pi_block_q4_0 *) (w + 2 * rb);
-    const pi_block_q4_0 *x3 = (const pi_block_q4_0 *) (w + 3 * rb);
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    int64_t b = 0;
-    for (; b + 8 <= nb; b += 8) {
-        _Alignas(32) float d[4][8];
-        block_scales8(d[0], (const uint8_t *) &x0[b].d, sizeof(pi_block_q4_0), yd + b);
-        block_scales8(d[1], (const uint8_t *) &x1[b].d, sizeof(pi_block_q4_0), yd + b);
-        block_scales8(d[2], (const uint8_t *) &x2[b].d, sizeof(pi_block_q4_0), yd + b);
-        block_scales8(d[3], (const uint8_t *) &x3[b].d, sizeof(pi_block_q4_0), yd + b);
+    __m256 acc[8];
+    for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        _Alignas(32) float d[8];
+        _mm256_store_ps(d, _mm256_mul_ps(scales8(w + b * sizeof(pi_block_q4_0), rb),
+                                         _mm256_set1_ps(yd[b])));
         for (int k = 0; k < 8; k++) {
-            const int8_t *y = yq + (b + k) * 32;
-            const int32_t *c = c8 + (b + k) * 8;
-            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[0][k]),
-                                 q4_lanes(nibbles_q4_0(x0[b + k].qs), y, c), a0);
-            a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[1][k]),
-                                 q4_lanes(nibbles_q4_0(x1[b + k].qs), y, c), a1);
-            a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[2][k]),
-                                 q4_lanes(nibbles_q4_0(x2[b + k].qs), y, c), a2);
-            a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[3][k]),
-                                 q4_lanes(nibbles_q4_0(x3[b + k].qs), y, c), a3);
+            const pi_block_q4_0 *x = (const pi_block_q4_0 *) (w + k * rb) + b;
+            acc[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + k),
+                                     q4_lanes(nibbles_q4_0(x->qs), yq + b * 32, c8 + b * 8),
+                                     acc[k]);
         }
     }
-    for (; b < nb; b++) {
-        const int8_t *y = yq + b * 32;
-        const int32_t *c = c8 + b * 8;
-        a0 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x0[b].d) * yd[b]),
-                             q4_lanes(nibbles_q4_0(x0[b].qs), y, c), a0);
-        a1 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x1[b].d) * yd[b]),
-                             q4_lanes(nibbles_q4_0(x1[b].qs), y, c), a1);
-        a2 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x2[b].d) * yd[b]),
-                             q4_lanes(nibbles_q4_0(x2[b].qs), y, c), a2);
-        a3 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x3[b].d) * yd[b]),
-                             q4_lanes(nibbles_q4_0(x3[b].qs), y, c), a3);
-    }
-    out[0] = hsum_avx(a0);
-    out[1] = hsum_avx(a1);
-    out[2] = hsum_avx(a2);
-    out[3] = hsum_avx(a3);
+    hsum8_avx(acc, out);
 }
 
 // One Q4_0 row against 4 q8_0x activation rows (stride `ys` bytes) for prompt batches: the
@@ -670,21 +662,15 @@ static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
         const int64_t r1 = r0 + MM_ROW_TILE < i1 ? r0 + MM_ROW_TILE : i1;
         int64_t t = 0;
 #if defined(PI_QD_X86)
-        if (!c->use_ref && c->type == MM_Q4_0 && pi_qd_has_avx2() && c->n_tokens < 4) {
-            // matrix-vector: 4 rows per pass (groups fixed by the row index: same bits for any
-            // thread count; the r1 % 4 rows at the end of a tile take the per-row kernel)
+        if (!c->use_ref && c->type == MM_Q4_0 && pi_qd_has_avx2() && c->n_cols < 256) {
+            // short rows: 8 rows per pass (each row's bits as alone; the r1 % 8 rows at the end
+            // of a tile take the per-row kernel)
             for (t = 0; t < c->n_tokens; t++) {
                 const uint8_t *y = c->xq + t * c->xq_row_bytes;
                 float *o = c->out + t * c->n_rows;
                 int64_t r = r0;
-                for (; r + 4 <= r1; r += 4) {
-                    if (t == 0 && r + MM_PF_ROWS + 4 <= i1) {
-                        const uint8_t *p = c->w + (r + MM_PF_ROWS) * c->w_row_bytes;
-                        for (size_t off = 0; off < 4 * c->w_row_bytes; off += 64) {
-                            __builtin_prefetch(p + off, 0, 0);
-                        }
-                    }
-                    dot4_q4_0_q8_0x_avx2(c->n_cols, c->w + r * c->w_row_bytes, c->w_row_bytes, y,
+                for (; r + 8 <= r1; r += 8) {
+                    dot8_q4_0_q8_0x_avx2(c->n_cols, c->w + r * c->w_row_bytes, c->w_row_bytes, y,
                                          o + r);
                 }
                 for (; r < r1; r++) o[r] = dot(c->n_cols, c->w + r * c->w_row_bytes, y);
