@@ -418,7 +418,9 @@ __attribute__((target("avx2,fma,f16c"))) static void dot_q4_0_q8_0x_x4_avx2(
     for (; b + 8 <= nb; b += 8) {
         const __m256 dx = scales8((const uint8_t *) &x[b].d, sizeof(pi_block_q4_0));
         _Alignas(32) float d[4][8];
-        for (int t = 0; t < 4; t++) _mm256_store_ps(d[t], _mm256_mul_ps(dx, _mm256_loadu_ps(yd[t] + b)));
+        for (int t = 0; t < 4; t++) {
+            _mm256_store_ps(d[t], _mm256_mul_ps(dx, _mm256_loadu_ps(yd[t] + b)));
+        }
         for (int k = 0; k < 8; k++) {
             const __m256i q = nibbles_q4_0(x[b + k].qs);
             for (int t = 0; t < 4; t++) {

@@ -26,9 +26,9 @@ typedef struct {
 _Static_assert(sizeof(pi_block_q8_0) == 34, "q8_0 block");
 
 // In-memory activation row for Q4_0/Q8_0 dots ("q8_0x"), struct of arrays for nb = n/32 blocks:
-// qs int8[nb·32] (the Q8_0 codes of the spec), d f32[nb] (exactly f32(fp16 scale)), c8 i32[nb·8]
-// (8·Σ of each 4 consecutive codes: ggml's lane l of block b is Σ(q−8)·y = Σq·y − c8[8b+l], so
-// Q4_0 kernels can use unsigned nibbles and still hold ggml's exact lane integers).
+// qs int8[nb·32] (the Q8_0 codes of the spec), d f32[nb] (exactly f32(fp16 scale)),
+// c8 i32[nb·8] (8·Σ of each 4 consecutive codes: ggml's lane l of block b is
+// Σ(q−8)·y = Σq·y − c8[8b+l], so Q4_0 kernels use unsigned nibbles and keep ggml's lane integers).
 #define PI_Q8_0X_BLOCK_BYTES 68
 static inline const int8_t *pi_q8_0x_qs(const void *row) { return (const int8_t *) row; }
 static inline const float *pi_q8_0x_d(const void *row, int64_t nb) {
