@@ -3,9 +3,11 @@
 // cases of pi_matmul (matrix-vector and matrix-matrix, threaded over rows).
 //
 // Accuracy stance: activation quantization is bit-exact with the spec on every path (the AVX2
-// path uses the same f32 operations and round-half-even as the scalar one). Dot products sum
-// exact per-block integers; only the f32 accumulation across blocks differs between the scalar
-// reference (block order) and AVX2 (8 lanes, fused multiply-add), so compare with a tolerance.
+// path uses the same f32 operations and round-half-even as the scalar one). The AVX2 Q4_0/Q8_0
+// dots reproduce ggml's AVX2 arithmetic bit for bit (see the note above nibbles_q4_0; PowerInfer's
+// sparse predictor decisions depend on it; tests/quant_dot_test.ts pins every path). The scalar
+// twins sum the same exact block integers in block order, so they differ in the last bits: compare
+// them with a tolerance.
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
