@@ -321,41 +321,6 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0x_avx2(int64_
     return hsum_avx(acc);
 }
 
-// Two Q4_0 rows (anywhere) against one q8_0x row: two FMA chains in flight (a single row is
-// bound by the FMA latency); each row's bits are those of dot_q4_0_q8_0x_avx2.
-__attribute__((target("avx2,fma,f16c"))) static void dot2_q4_0_q8_0x_avx2(
-    int64_t n, const pi_block_q4_0 *x0, const pi_block_q4_0 *x1, const void *vy, float *out) {
-    const int64_t nb = n / PI_QK8_0;
-    const int8_t *yq = pi_q8_0x_qs(vy);
-    const float *yd = pi_q8_0x_d(vy, nb);
-    const int32_t *c8 = pi_q8_0x_c8(vy, nb);
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    int64_t b = 0;
-    for (; b + 8 <= nb; b += 8) {
-        _Alignas(32) float d[2][8];
-        block_scales8(d[0], (const uint8_t *) &x0[b].d, sizeof(pi_block_q4_0), yd + b);
-        block_scales8(d[1], (const uint8_t *) &x1[b].d, sizeof(pi_block_q4_0), yd + b);
-        for (int k = 0; k < 8; k++) {
-            const int8_t *y = yq + (b + k) * 32;
-            const int32_t *c = c8 + (b + k) * 8;
-            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[0][k]),
-                                 q4_lanes(nibbles_q4_0(x0[b + k].qs), y, c), a0);
-            a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[1][k]),
-                                 q4_lanes(nibbles_q4_0(x1[b + k].qs), y, c), a1);
-        }
-    }
-    for (; b < nb; b++) {
-        const int8_t *y = yq + b * 32;
-        const int32_t *c = c8 + b * 8;
-        a0 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x0[b].d) * yd[b]),
-                             q4_lanes(nibbles_q4_0(x0[b].qs), y, c), a0);
-        a1 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x1[b].d) * yd[b]),
-                             q4_lanes(nibbles_q4_0(x1[b].qs), y, c), a1);
-    }
-    out[0] = hsum_avx(a0);
-    out[1] = hsum_avx(a1);
-}
-
 // hsum_avx of 8 accumulators at once (the same pairings, so the same bits per row):
 // out[k] = ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)) of a[k].
 __attribute__((target("avx2,fma,f16c"))) static inline void hsum8_avx(const __m256 a[8],
@@ -477,17 +442,6 @@ float pi_qd_dot_q4_0_q8_0x(int64_t n, const void *x, const void *y) {
     if (pi_qd_has_avx2()) return dot_q4_0_q8_0x_avx2(n, x, y);
 #endif
     return pi_qd_dot_q4_0_q8_0x_ref(n, x, y);
-}
-
-void pi_qd_dot2_q4_0_q8_0x(int64_t n, const void *x0, const void *x1, const void *y, float *out) {
-#if defined(PI_QD_X86)
-    if (pi_qd_has_avx2()) {
-        dot2_q4_0_q8_0x_avx2(n, x0, x1, y, out);
-        return;
-    }
-#endif
-    out[0] = pi_qd_dot_q4_0_q8_0x_ref(n, x0, y);
-    out[1] = pi_qd_dot_q4_0_q8_0x_ref(n, x1, y);
 }
 
 float pi_qd_dot_q8_0_q8_0x(int64_t n, const void *x, const void *y) {

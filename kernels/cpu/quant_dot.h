@@ -70,9 +70,6 @@ float pi_qd_dot_q8_0_q8_0_ref(int64_t n, const void *x, const void *y);
 // The same dots against q8_0x activations (the fast paths of matmul and the sparse kernels).
 float pi_qd_dot_q4_0_q8_0x(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q4_0_q8_0x_ref(int64_t n, const void *x, const void *y);
-// Two Q4_0 rows x0, x1 against the same q8_0x row y: out[i] = pi_qd_dot_q4_0_q8_0x(n, xi, y)
-// bit for bit (the AVX2 path keeps two chains in flight).
-void pi_qd_dot2_q4_0_q8_0x(int64_t n, const void *x0, const void *x1, const void *y, float *out);
 float pi_qd_dot_q8_0_q8_0x(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q8_0_q8_0x_ref(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q6_k_q8_k(int64_t n, const void *x, const void *y);

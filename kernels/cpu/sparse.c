@@ -181,22 +181,7 @@ typedef struct {
 static void smm_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
     const smm_ctx *c = vc;
-    int64_t i = i0;
-    if (c->simd && c->type == PI_TYPE_Q4_0) {
-        // two rows per pass (same bits per row)
-        for (; i + 2 <= i1; i += 2) {
-            for (int64_t p = i + PF_AHEAD; p < i + PF_AHEAD + 2 && p < i1; p++) {
-                prefetch_row(c->w + (size_t) c->list[p] * c->wrow, c->wrow);
-            }
-            const int64_t r0 = c->list[i], r1 = c->list[i + 1];
-            float v[2];
-            pi_qd_dot2_q4_0_q8_0x(c->n_cols, c->w + (size_t) r0 * c->wrow,
-                                  c->w + (size_t) r1 * c->wrow, c->xc, v);
-            c->out[r0] = v[0];
-            c->out[r1] = v[1];
-        }
-    }
-    for (; i < i1; i++) {
+    for (int64_t i = i0; i < i1; i++) {
         if (i + PF_AHEAD < i1) prefetch_row(c->w + (size_t) c->list[i + PF_AHEAD] * c->wrow, c->wrow);
         const int64_t r = c->list[i];
         c->out[r] = row_dot(c->type, c->simd, c->w + (size_t) r * c->wrow, c->xc, c->n_cols);
@@ -724,51 +709,9 @@ static inline float ffn_neuron(const ffn_ctx *c, int64_t t, int64_t j) {
     return g * u;
 }
 
-// a_j from g (gate dot, unused for kind 3) and u (up dot), as ffn_neuron.
-static inline float ffn_act(int kind, float g, float u) {
-    if (kind == 3) return u > 0.0f ? u : 0.0f;
-    if (!(g > 0.0f)) return 0.0f;
-    if (kind == 2) return u > 0.0f ? g * u : 0.0f;
-    return g * u;
-}
-
-// Two neurons per pass for Q4_0 gate/up (two dot chains in flight; the same values, and the up
-// row of a neuron is still read only when its ReLU(g) > 0).
-static int64_t ffn_list_pairs_q4_0(const ffn_ctx *c, int64_t i0, int64_t i1) {
-    const int64_t n = c->n_embd;
-    int64_t i = i0;
-    for (; i + 2 <= i1; i += 2) {
-        for (int64_t p = i + PF_AHEAD; p < i + PF_AHEAD + 2 && p < i1; p++) {
-            const size_t j = (size_t) c->list[p];
-            if (c->kind != 3) prefetch_row(c->gate + j * c->gate_row, c->gate_row);
-            prefetch_row(c->up + j * c->up_row, c->up_row);
-        }
-        const size_t j0 = (size_t) c->list[i], j1 = (size_t) c->list[i + 1];
-        float g[2] = {0.0f, 0.0f}, u[2] = {0.0f, 0.0f};
-        if (c->kind != 3) {
-            pi_qd_dot2_q4_0_q8_0x(n, c->gate + j0 * c->gate_row, c->gate + j1 * c->gate_row, c->xg,
-                                  g);
-        }
-        const int need0 = c->kind == 3 || g[0] > 0.0f, need1 = c->kind == 3 || g[1] > 0.0f;
-        if (need0 && need1) {
-            pi_qd_dot2_q4_0_q8_0x(n, c->up + j0 * c->up_row, c->up + j1 * c->up_row, c->xu, u);
-        } else if (need0) {
-            u[0] = pi_qd_dot_q4_0_q8_0x(n, c->up + j0 * c->up_row, c->xu);
-        } else if (need1) {
-            u[1] = pi_qd_dot_q4_0_q8_0x(n, c->up + j1 * c->up_row, c->xu);
-        }
-        c->act[j0] = ffn_act(c->kind, g[0], u[0]);
-        c->act[j1] = ffn_act(c->kind, g[1], u[1]);
-    }
-    return i;
-}
-
 static void ffn_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
     const ffn_ctx *c = vc;
-    if (c->simd && c->up_type == PI_TYPE_Q4_0 && c->gate_type == PI_TYPE_Q4_0) {
-        i0 = ffn_list_pairs_q4_0(c, i0, i1);
-    }
     for (int64_t i = i0; i < i1; i++) {
         if (i + PF_AHEAD < i1) {
             const size_t j = (size_t) c->list[i + PF_AHEAD];
