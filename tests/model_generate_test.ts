@@ -282,3 +282,45 @@ Deno.test("deno task run rejects unknown arguments with exit code 1", async () =
   equal(out.code, 1);
   ok(new TextDecoder().decode(out.stderr).includes("error: unknown argument: --bogus"));
 });
+
+Deno.test("Model.generate() after close(), or with close() mid-stream, throws GenerationError", async () => {
+  const model = loadModel(DEMO, { nCtx: 32 });
+  const it = model.generate("A", { maxTokens: 10, temperature: 0 });
+  const first = await it.next();
+  equal(first.done, false);
+  model.close();
+  // the weights are unmapped now: the suspended stream must not touch them
+  await rejects(
+    () => it.next(),
+    (e: unknown) => e instanceof GenerationError && /closed during generate/.test(e.message),
+  );
+  await rejects(
+    () => collect(model.generate("A")),
+    (e: unknown) => e instanceof GenerationError && /closed/.test(e.message),
+  );
+  throws(() => model.eval([1]), GenerationError);
+  model.close(); // idempotent
+});
+
+Deno.test("Model.generate() started twice at once: the second fails, the first is unharmed", async () => {
+  using model = loadModel(DEMO, { nCtx: 64 });
+  const alone = await collect(model.generate("A", { maxTokens: 6, temperature: 0 }));
+  const a = model.generate("A", { maxTokens: 6, temperature: 0 });
+  const b = model.generate("B", { maxTokens: 6, temperature: 0 });
+  const [ra, rb] = await Promise.allSettled([a.next(), b.next()]);
+  equal(ra.status, "fulfilled");
+  ok(rb.status === "rejected" && rb.reason instanceof GenerationError, String(rb));
+  const ids = [(ra as PromiseFulfilledResult<IteratorResult<{ id: number }>>).value.value!.id];
+  for await (const t of a) if (t.id >= 0) ids.push(t.id);
+  deepStrictEqual(ids, alone.ids);
+});
+
+Deno.test("loadModel() with `using` closes the model at the end of the scope", async () => {
+  let escaped: ReturnType<typeof loadModel>;
+  {
+    using model = await loadModel(DEMO, { nCtx: 16 });
+    escaped = model;
+    equal(model.eval([1]).length, model.config.nVocab);
+  }
+  throws(() => escaped.eval([1]), /The model was closed/);
+});

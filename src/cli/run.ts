@@ -9,7 +9,9 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { loadModel, type Model } from "../model/model.ts";
-import { PowerInferError } from "../errors.ts";
+import { fsErrorReason } from "../gguf/output_file.ts";
+import { numberOption, type NumberOptionRule } from "./options.ts";
+import { reportError, usageLine } from "./report_error.ts";
 
 const DEMO_MODEL = fileURLToPath(
   new URL("../../assets/fortune-relu.q4.powerinfer.gguf", import.meta.url),
@@ -100,19 +102,51 @@ const OPTIONS = {
 
 class UsageError extends Error {}
 
-function num(values: Record<string, unknown>, name: string, int: boolean): number | undefined {
-  const raw = values[name];
-  if (raw === undefined) return undefined;
-  const v = Number(raw);
-  if (raw === "" || !Number.isFinite(v) || (int && !Number.isInteger(v))) {
-    throw new UsageError(`error: invalid parameter for argument: --${name}`);
+/** What each numeric option accepts (checked before any file is opened). */
+const NUMBER_RULES: Record<string, NumberOptionRule> = {
+  "n-predict": { integer: true, min: -2 },
+  keep: { integer: true, min: -1 },
+  threads: { integer: true, max: 1024 },
+  "threads-batch": { integer: true, max: 1024 },
+  "ctx-size": { integer: true, min: 0 },
+  "batch-size": { integer: true, min: 1 },
+  temp: {},
+  "top-k": { integer: true },
+  "top-p": { min: 0, max: 1 },
+  "min-p": { min: 0, max: 1 },
+  "repeat-penalty": { min: 0 },
+  "repeat-last-n": { integer: true, min: -1 },
+  "presence-penalty": {},
+  "frequency-penalty": {},
+  seed: { integer: true, min: -1, max: 0xffffffff },
+  "rope-freq-base": { min: 0 },
+  "rope-freq-scale": { min: 0 },
+  "rope-scale": { min: 0 },
+  "vram-budget": {},
+};
+
+/** The smallest context `main` accepts (smaller ones are raised to it with a warning). */
+const MIN_N_CTX = 8;
+
+function num(values: Record<string, unknown>, name: string): number | undefined {
+  try {
+    return numberOption(name, values[name] as string | undefined, NUMBER_RULES[name]);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
   }
-  return v;
+}
+
+/** `-t N`: like `main`, N <= 0 means every hardware thread. */
+function threadCount(n: number | undefined): number | undefined {
+  return n === undefined || n > 0 ? n : navigator.hardwareConcurrency;
 }
 
 /** Formats the timing block exactly like `llama_print_timings` (cli.md §1). */
 export function formatTimings(t: Model["timings"], totalMs: number): string {
-  const f = (v: number, w: number) => v.toFixed(2).padStart(w);
+  // printf("%f") spells an infinite rate (a 0 ms decode) "inf"
+  const f = (v: number, w: number) =>
+    (Number.isFinite(v) ? v.toFixed(2) : Number.isNaN(v) ? "nan" : v > 0 ? "inf" : "-inf")
+      .padStart(w);
   const d = (v: number, w: number) => String(v).padStart(w);
   const line = (label: string, ms: number, n: number, unit: string) => {
     const c = Math.max(1, n);
@@ -178,6 +212,32 @@ function unescape(text: string): string {
   });
 }
 
+/** Reads the `-f` prompt file (one trailing newline removed), failing in one line. */
+async function readPromptFile(path: string): Promise<string> {
+  try {
+    return (await Deno.readTextFile(path)).replace(/\n$/, "");
+  } catch (error) {
+    throw new Error(`Cannot read prompt file "${path}": ${fsErrorReason(error)}`, {
+      cause: error,
+    });
+  }
+}
+
+/** `--prompt-ids 1,2,3`: non-negative integers, at least one. */
+function parsePromptIds(text: string): number[] {
+  const parts = text.split(",").map((s) => s.trim());
+  const ids = parts.map(Number);
+  const bad = parts.findIndex((s, i) => s === "" || !Number.isInteger(ids[i]) || ids[i]! < 0);
+  if (bad >= 0) {
+    throw new UsageError(
+      `Invalid --prompt-ids ${text}: expected comma-separated token ids >= 0, found "${
+        parts[bad]
+      }"`,
+    );
+  }
+  return ids;
+}
+
 /** Runs the CLI; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const normalized = normalizeArgs(args);
@@ -189,8 +249,10 @@ export async function main(args: string[]): Promise<number> {
   } catch (error) {
     const msg = error instanceof Error ? error.message : String(error);
     const m = /Unknown option '([^']+)'/.exec(msg);
-    console.error(m ? `error: unknown argument: ${m[1]}` : `error: ${msg}`);
-    console.error(USAGE);
+    // cli.md spells this one "error: unknown argument: X"
+    console.error(
+      m ? `error: unknown argument: ${m[1]} (see deno task run --help)` : usageLine(msg, "run"),
+    );
     return 1;
   }
   if (values.help) {
@@ -201,64 +263,87 @@ export async function main(args: string[]): Promise<number> {
   const demo = values.model === undefined;
   const encoder = new TextEncoder();
   try {
-    const nPredict = num(values, "n-predict", true) ?? (demo ? 64 : 128);
-    const temperature = num(values, "temp", false) ?? (demo ? 0 : undefined);
-    const repeatPenalty = num(values, "repeat-penalty", false) ?? (demo ? 1.0 : undefined);
+    const nPredict = num(values, "n-predict") ?? (demo ? 64 : 128);
+    const temperature = num(values, "temp") ?? (demo ? 0 : undefined);
+    const repeatPenalty = num(values, "repeat-penalty") ?? (demo ? 1.0 : undefined);
     const sampling = Object.fromEntries(
       Object.entries({
         temperature,
-        topK: num(values, "top-k", true),
-        topP: num(values, "top-p", false),
-        minP: num(values, "min-p", false),
+        topK: num(values, "top-k"),
+        topP: num(values, "top-p"),
+        minP: num(values, "min-p"),
         repeatPenalty,
-        repeatLastN: num(values, "repeat-last-n", true),
-        presencePenalty: num(values, "presence-penalty", false),
-        frequencyPenalty: num(values, "frequency-penalty", false),
-        seed: num(values, "seed", true),
+        repeatLastN: num(values, "repeat-last-n"),
+        presencePenalty: num(values, "presence-penalty"),
+        frequencyPenalty: num(values, "frequency-penalty"),
+        seed: num(values, "seed"),
       }).filter(([, v]) => v !== undefined),
     );
+    const nKeep = num(values, "keep");
+    const threads = threadCount(num(values, "threads"));
+    const threadsBatchOption = num(values, "threads-batch");
+    const threadsBatch = threadsBatchOption === undefined || threadsBatchOption === -1
+      ? undefined
+      : threadCount(threadsBatchOption);
+    let nCtx = num(values, "ctx-size") ?? (demo ? 0 : undefined); // demo: its own 256
+    if (nCtx !== undefined && nCtx > 0 && nCtx < MIN_N_CTX) {
+      console.error(`warning: minimum context size is ${MIN_N_CTX}, using it instead of ${nCtx}`);
+      nCtx = MIN_N_CTX;
+    }
+    const nBatch = num(values, "batch-size");
+    const ropeFreqBase = num(values, "rope-freq-base");
+    const ropeScale = num(values, "rope-scale");
+    const ropeFreqScale = num(values, "rope-freq-scale") ??
+      (ropeScale !== undefined ? 1 / ropeScale : undefined);
+    const vramBudget = num(values, "vram-budget");
     let promptText: string | undefined = values.prompt as string | undefined;
-    if (values.file !== undefined) {
-      promptText = (await Deno.readTextFile(values.file as string)).replace(/\n$/, "");
-    }
+    if (values.file !== undefined) promptText = await readPromptFile(values.file as string);
     if (values.escape && promptText !== undefined) promptText = unescape(promptText);
-    let promptIds: number[] | undefined;
-    if (values["prompt-ids"] !== undefined) {
-      promptIds = String(values["prompt-ids"]).split(",").filter((s) => s.trim() !== "").map(
-        (s) => {
-          const v = Number(s);
-          if (!Number.isInteger(v) || v < 0) {
-            throw new UsageError(`error: invalid parameter for argument: --prompt-ids`);
-          }
-          return v;
-        },
-      );
-    }
+    const promptIds = values["prompt-ids"] !== undefined
+      ? parsePromptIds(String(values["prompt-ids"]))
+      : undefined;
     if (promptText === undefined && promptIds === undefined) promptText = demo ? DEMO_PROMPT : "";
     const logitBias: Record<number, number> = {};
     for (const spec of (values["logit-bias"] as string[] | undefined) ?? []) {
       const m = /^(\d+)\s*([+-])\s*(inf|[\d.eE+-]+)$/i.exec(spec.trim());
       const bias = m ? (m[3]!.toLowerCase() === "inf" ? Infinity : Number(m[3])) : NaN;
       if (!m || Number.isNaN(bias)) {
-        throw new UsageError(`error: invalid parameter for argument: --logit-bias`);
+        throw new UsageError(`Invalid --logit-bias ${spec}: expected ID+BIAS or ID-BIAS`);
       }
       logitBias[Number(m[1])] = m[2] === "-" ? -bias : bias;
     }
-    const vramBudget = num(values, "vram-budget", false);
 
     using model = loadModel(demo ? DEMO_MODEL : values.model as string, {
-      threads: num(values, "threads", true),
-      threadsBatch: num(values, "threads-batch", true),
-      nCtx: num(values, "ctx-size", true) ?? (demo ? 0 : undefined), // demo: its own 256
-      nBatch: num(values, "batch-size", true),
+      threads,
+      threadsBatch,
+      nCtx,
+      nBatch,
       kvType: values["memory-f32"] ? "f32" : "f16",
-      ropeFreqBase: num(values, "rope-freq-base", false),
-      ropeFreqScale: num(values, "rope-freq-scale", false) ??
-        (values["rope-scale"] !== undefined ? 1 / num(values, "rope-scale", false)! : undefined),
+      ropeFreqBase,
+      ropeFreqScale,
       vramBudget,
       resetGpuIndex: values["reset-gpu-index"] as boolean | undefined,
       disableGpuIndex: values["disable-gpu-index"] as boolean | undefined,
     });
+    let ids = promptIds ?? model.tokenize(promptText!, {
+      parseSpecial: true,
+      dummyPrefix: !values["no-dummy-prefix"],
+    });
+    if (ids.length === 0) ids = [model.tokenizer.bosId]; // like main: an empty prompt is [BOS]
+    // Checked before anything is printed, so a bad prompt fails in one line.
+    const outside = ids.find((id) => id >= model.config.nVocab);
+    if (outside !== undefined) {
+      throw new RangeError(
+        `Prompt token id ${outside} is outside the vocabulary [0, ${model.config.nVocab})`,
+      );
+    }
+    if (ids.length > model.nCtx - 4) {
+      throw new RangeError(
+        `Prompt has ${ids.length} tokens but a context of ${model.nCtx} holds at most ${
+          Math.max(0, model.nCtx - 4)
+        } (-c minus 4): raise -c`,
+      );
+    }
     if (values.summary || !values.json) console.error(model.summary());
     if (model.nCtx > model.config.nCtxTrain) {
       console.error(
@@ -268,11 +353,6 @@ export async function main(args: string[]): Promise<number> {
     if (model.config.sparse) {
       console.error(`llm_load_print_meta: sparse_pred_threshold = ${model.threshold.toFixed(2)}`);
     }
-    let ids = promptIds ?? model.tokenize(promptText!, {
-      parseSpecial: true,
-      dummyPrefix: !values["no-dummy-prefix"],
-    });
-    if (ids.length === 0) ids = [model.tokenizer.bosId]; // like main: an empty prompt is [BOS]
     const abort = new AbortController();
     const onSignal = () => abort.abort(new Error("interrupted"));
     try {
@@ -281,17 +361,22 @@ export async function main(args: string[]): Promise<number> {
     const generated: number[] = [];
     let text = "";
     let stoppedEos = false;
-    try {
-      if (!values.json) {
-        // echo the prompt, like main
-        await Deno.stdout.write(encoder.encode(promptIds ? model.detokenize(ids) : promptText!));
+    // The prompt is echoed (like main) once generation has started without an error.
+    let echo = values.json ? "" : promptIds ? model.detokenize(ids) : promptText!;
+    const write = async (s: string) => {
+      if (echo) {
+        await Deno.stdout.write(encoder.encode(echo));
+        echo = "";
       }
+      if (s) await Deno.stdout.write(encoder.encode(s));
+    };
+    try {
       for await (
         const piece of model.generate(ids, {
           ...sampling,
           maxTokens: nPredict === -2 ? -1 : nPredict,
           contextShift: nPredict !== -2,
-          nKeep: num(values, "keep", true),
+          nKeep,
           ignoreEos: values["ignore-eos"] as boolean | undefined,
           logitBias,
           stop: values["reverse-prompt"] as string[] | undefined,
@@ -301,7 +386,7 @@ export async function main(args: string[]): Promise<number> {
         if (piece.id >= 0) generated.push(piece.id);
         if (piece.id === model.tokenizer.eosId && !values["ignore-eos"]) stoppedEos = true;
         text += piece.text;
-        if (!values.json && piece.text) await Deno.stdout.write(encoder.encode(piece.text));
+        if (!values.json) await write(piece.text);
       }
     } catch (error) {
       if (!abort.signal.aborted) throw error;
@@ -323,32 +408,28 @@ export async function main(args: string[]): Promise<number> {
           sample_ms: t.sampleMs,
           prompt_eval_ms: t.promptEvalMs,
           prompt_tokens: t.promptTokens,
-          prompt_tokens_per_second: t.promptTokens > 0
+          prompt_tokens_per_second: t.promptEvalMs > 0
             ? (1000 * t.promptTokens) / t.promptEvalMs
             : 0,
           eval_ms: t.evalMs,
           eval_runs: t.evalRuns,
-          eval_tokens_per_second: t.evalRuns > 0 ? (1000 * t.evalRuns) / t.evalMs : 0,
+          eval_tokens_per_second: t.evalMs > 0 ? (1000 * t.evalRuns) / t.evalMs : 0,
           total_ms: totalMs,
         },
       }));
     } else {
-      await Deno.stdout.write(encoder.encode("\n"));
+      await write("\n");
       if (stoppedEos) console.error(" [end of text]");
     }
     console.error(formatTimings(t, totalMs));
     return 0;
   } catch (error) {
     if (error instanceof UsageError) {
-      console.error(error.message);
-      console.error(USAGE);
+      console.error(usageLine(error.message, "run"));
       return 1;
     }
-    if (error instanceof PowerInferError || error instanceof RangeError) {
-      console.error(`error: ${error.message}`);
-      return 1;
-    }
-    throw error;
+    // One line for everything else too (the stack only under POWERINFER_DEBUG).
+    return reportError(error);
   }
 }
 

@@ -13,6 +13,17 @@ import type { KvLayer, KvType } from "../backend/backend.ts";
 /** Cells attended at least (ggml pads n_kv to 32). */
 const MIN_ATTENDED_CELLS = 32;
 
+/** `1.5 GiB`, `12.0 MiB`. */
+function formatBytes(n: number): string {
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} bytes` : `${n.toFixed(1)} ${units[i]}`;
+}
+
 /** A single-sequence KV cache. */
 export class KvCache {
   readonly type: KvType;
@@ -35,8 +46,19 @@ export class KvCache {
     this.nEmbdGqa = nEmbdGqa;
     const perLayer = nCtx * nEmbdGqa;
     const make = (n: number) => type === "f16" ? new Uint16Array(n) : new Float32Array(n);
-    const k = make(perLayer * nLayer);
-    const v = make(perLayer * nLayer);
+    let k: Uint16Array | Float32Array, v: Uint16Array | Float32Array;
+    try {
+      k = make(perLayer * nLayer);
+      v = make(perLayer * nLayer);
+    } catch (cause) {
+      const bytes = 2 * nLayer * perLayer * (type === "f16" ? 2 : 4);
+      throw new RangeError(
+        `Cannot allocate the ${type} KV cache for a context of ${nCtx} tokens: it needs ${
+          formatBytes(bytes)
+        }: use a smaller context size`,
+        { cause },
+      );
+    }
     this.layers = Array.from({ length: nLayer }, (_, l) => ({
       type,
       nCtx,

@@ -157,6 +157,16 @@ export class Model implements Disposable {
   constructor(path: string, file: GgufFile, options: LoadModelOptions, t0: number) {
     this.path = path;
     this.#file = file;
+    if (file.kind === "powerinfer-gpu-index") {
+      throw new ModelConfigError(
+        `File "${path}" is a GPU-index file, not a model: pass the model file itself`,
+      );
+    }
+    if (file.tensors.length === 0) {
+      throw new ModelConfigError(
+        `File "${path}" holds no tensors (a vocabulary-only GGUF?): expected model weights`,
+      );
+    }
     const fileConfig = readModelConfig(file);
     const c: ModelConfig = {
       ...fileConfig,
@@ -470,6 +480,8 @@ export class Model implements Disposable {
           this.#shift(nKeep);
         }
         signal?.throwIfAborted();
+        // close() may have run while we were suspended: the weights are unmapped then
+        this.#assertOpen("during generate()");
         logits = this.#eval([id]);
       }
       const rest = stops.end(decoder.flush());
@@ -538,8 +550,8 @@ export class Model implements Disposable {
     this.close();
   }
 
-  #assertOpen(): void {
-    if (this.#closed) throw new GenerationError("The model was closed");
+  #assertOpen(when = ""): void {
+    if (this.#closed) throw new GenerationError(`The model was closed${when ? ` ${when}` : ""}`);
   }
 }
 
