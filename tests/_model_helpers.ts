@@ -1,5 +1,5 @@
 // Helpers of the model tests: argmax and teacher forcing against reference logits.
-import { ok } from "node:assert/strict";
+import { equal, ok } from "node:assert/strict";
 import type { Model } from "../src/model/model.ts";
 
 /** One reference generation (reference_outputs.json). */
@@ -17,6 +17,18 @@ export function argmax(logits: Float32Array): number {
   return best;
 }
 
+/** The issue's acceptance runs 32 greedy steps per prompt. */
+export const REFERENCE_STEPS = 32;
+
+/**
+ * The reference runs of one model file: every public prompt, each with 32 generated ids and a
+ * top-5 per step (fails, rather than passing on nothing, when the reference lacks them).
+ */
+export function referenceRuns(runs: RefRun[] | undefined, what: string): RefRun[] {
+  ok(Array.isArray(runs) && runs.length >= 2, `${what}: expected the public prompts`);
+  return runs;
+}
+
 /**
  * Feeds the reference tokens one by one; at every step our argmax must equal the reference
  * token unless the reference top-2 gap is below `minGap`, and each top-5 logit must agree.
@@ -29,11 +41,14 @@ export function teacherForce(
   tol: number,
   minGap = 1e-2,
 ): number {
+  equal(run.generated_ids.length, REFERENCE_STEPS, `${JSON.stringify(run.prompt)}: steps`);
+  equal(run.steps_top5?.length, run.generated_ids.length, "a top-5 for every step");
   model.reset();
   let logits = model.eval(run.prompt_ids);
   let worst = 0;
   for (let s = 0; s < run.generated_ids.length; s++) {
     const top = run.steps_top5[s]!;
+    equal(top.length, 5, `step ${s}: top-5`);
     const expected = run.generated_ids[s]!;
     const gap = top[0]![1] - top[1]![1];
     const ours = argmax(logits);

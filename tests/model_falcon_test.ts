@@ -3,7 +3,7 @@
 import { deepStrictEqual, equal } from "node:assert/strict";
 import { loadModel } from "../src/model/model.ts";
 import { hasSharedFixture, sharedFixture } from "./_helpers.ts";
-import { teacherForce } from "./_model_helpers.ts";
+import { referenceRuns, teacherForce } from "./_model_helpers.ts";
 
 const DIR = "models/falcon-tiny";
 const FILE = "falcon-tiny.powerinfer.q4_0.gguf";
@@ -19,7 +19,7 @@ Deno.test({
     using model = loadModel(sharedFixture(`${DIR}/${FILE}`), { nCtx: 64, threads: 1 });
     equal(model.config.arch, "falcon");
     equal(model.config.nHeadKv, 2);
-    for (const run of reference.models[FILE]) {
+    for (const run of referenceRuns(reference.models[FILE], FILE)) {
       const worst = teacherForce(model, run, (a, b) => Math.abs(a - b), 5e-2);
       console.log(
         `  ${FILE} ${JSON.stringify(run.prompt)}: max |dlogit| ${worst.toExponential(2)}`,

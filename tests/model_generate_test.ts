@@ -98,6 +98,7 @@ Deno.test("Model.generate() stops within one token after its signal fires and fr
   const before = model.memoryBytes.scratch;
   const controller = new AbortController();
   const seen: number[] = [];
+  let during = 0, evalsAtAbort = -1, tokensAtAbort = -1;
   await rejects(async () => {
     for await (
       const t of model.generate("Never", {
@@ -107,10 +108,20 @@ Deno.test("Model.generate() stops within one token after its signal fires and fr
       })
     ) {
       seen.push(t.id);
-      if (seen.length === 3) controller.abort(new DOMException("stop", "AbortError"));
+      during = Math.max(during, model.memoryBytes.scratch);
+      if (seen.length === 3) {
+        evalsAtAbort = model.timings.evalRuns;
+        tokensAtAbort = model.tokens.length;
+        controller.abort(new DOMException("stop", "AbortError"));
+      }
     }
   }, (e: unknown) => e instanceof DOMException && e.name === "AbortError");
+  // no token after the one in hand when it fired, and no decode started for the next one
   equal(seen.length, 3);
+  equal(model.timings.evalRuns, evalsAtAbort);
+  equal(model.tokens.length, tokensAtAbort);
+  // the work buffers the generation grew are given back
+  ok(during > before, `scratch grew during generation (${during} > ${before})`);
   equal(model.memoryBytes.scratch, before);
   // a timer-driven abort is noticed between tokens too
   const timed = new AbortController();

@@ -1,8 +1,9 @@
 // LLaMA forward passes (dense GGUF, sparse PWRI f16/q4_0/f32) against PowerInfer's reference
 // logits and the float32 torch forward, by teacher forcing (shared/fixtures/models/README.md).
-import { deepStrictEqual, ok } from "node:assert/strict";
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { loadModel } from "../src/model/model.ts";
-import { argmax, type RefRun, teacherForce } from "./_model_helpers.ts";
+import { argmax, referenceRuns, type RefRun, teacherForce } from "./_model_helpers.ts";
+import { getThreads } from "../ffi/ops.ts";
 import { hasSharedFixture, sharedFixture } from "./_helpers.ts";
 
 const DIR = "models/tiny";
@@ -25,7 +26,7 @@ for (const { file, tol } of CASES) {
     ignore: !hasRef,
     fn() {
       using model = loadModel(sharedFixture(`${DIR}/${file}`), { nCtx: 64, threads: 1 });
-      for (const run of reference.models[file] as RefRun[]) {
+      for (const run of referenceRuns(reference.models[file], file)) {
         const worst = teacherForce(model, run, absDiff, tol);
         console.log(
           `  ${file} ${JSON.stringify(run.prompt)}: max |dlogit| ${worst.toExponential(2)}`,
@@ -43,7 +44,7 @@ Deno.test({
       nCtx: 64,
       kvType: "f32",
     });
-    for (const run of reference.torch_f32_reference.results as RefRun[]) {
+    for (const run of referenceRuns(reference.torch_f32_reference.results, "torch f32")) {
       const worst = teacherForce(model, run, relDiff, 1e-4, 1e-3);
       console.log(
         `  f32 ${JSON.stringify(run.prompt)}: max relative dlogit ${worst.toExponential(2)}`,
@@ -63,6 +64,9 @@ for (const file of ["tiny.powerinfer.f16.gguf", "tiny.powerinfer.q4_0.gguf"]) {
         using model = loadModel(sharedFixture(`${DIR}/${file}`), { nCtx: 32, threads });
         const out: number[] = [...model.eval(run.prompt_ids)];
         for (const id of run.generated_ids.slice(0, 6)) out.push(...model.eval([id]));
+        // the pool really ran with that many threads (else the comparison proves nothing)
+        equal(getThreads(), threads);
+        ok(out.every(Number.isFinite));
         results.push(out);
       }
       deepStrictEqual(results[1], results[0]);
