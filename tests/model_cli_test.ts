@@ -7,7 +7,7 @@ import { main } from "../src/cli/run.ts";
 import { gpuIndexLayer, writeGpuIndexSync } from "../src/gpu_index/gpuidx.ts";
 import { openGguf } from "../src/gguf/open.ts";
 import { writeGguf } from "../src/gguf/writer.ts";
-import { sharedFixture } from "./_helpers.ts";
+import { hasSharedFixture, sharedFixture } from "./_helpers.ts";
 
 const DEMO = new URL("../assets/fortune-relu.q4.powerinfer.gguf", import.meta.url).pathname;
 
@@ -226,4 +226,27 @@ Deno.test("run: -t 0 and -t -1 mean every hardware thread, like main", async () 
     const { code, err } = await capture(["-t", t, "-n", "1", "--json"]);
     equal(code, 0, err.join("\n"));
   }
+});
+
+Deno.test({
+  name: "run: no arguments prints the demo model's fortune (PowerInfer main's greedy text)",
+  ignore: !hasSharedFixture("fortune-relu/reference.json"),
+  async fn() {
+    const reference = JSON.parse(
+      await Deno.readTextFile(sharedFixture("fortune-relu/reference.json")),
+    );
+    const run = reference.runs
+      .find((r: { model: string; env: object }) =>
+        r.model === "fortune-relu.q4.powerinfer.gguf" && Object.keys(r.env).length === 0
+      )
+      .results.find((r: { prompt: string }) => r.prompt === " A");
+    deepStrictEqual(run.prompt_ids, [1, 319]); // the demo's "A" with the SentencePiece space
+    const { code, out, err } = await capture([]);
+    equal(code, 0, err.join("\n"));
+    // the echoed prompt, then main's text (a fortune: a line and its "-- author")
+    equal(out, `A ${run.generated_text_t1}\n`);
+    match(out, /\n\t\t-- \S/);
+    ok(err.includes(" [end of text]"), err.join("\n"));
+    ok(err.some((l) => l.startsWith("llama_print_timings:       total time =")));
+  },
 });
