@@ -125,7 +125,23 @@ const DEFAULT_N_CTX = 512;
 const DEFAULT_N_BATCH = 512;
 
 /**
- * A loaded model with its KV cache. Dispose it (or `using`) to unmap the file.
+ * A loaded model with its KV cache. Dispose it (or `using`) to unmap the file; every method
+ * then throws a {@link GenerationError}. One generation runs at a time per model: a second
+ * `generate()` (or `eval()` / `reset()`) while one is being iterated throws instead of mixing
+ * their contexts. Create one with {@link loadModel}.
+ *
+ * @example Load, generate greedily, dispose
+ * ```ts ignore
+ * import { equal, ok } from "node:assert/strict";
+ * import { loadModel } from "@powerinfer/deno";
+ * {
+ *   using model = loadModel("assets/fortune-relu.q4.powerinfer.gguf", { nCtx: 64 });
+ *   let text = "";
+ *   for await (const t of model.generate("A", { maxTokens: 8, temperature: 0 })) text += t.text;
+ *   ok(text.startsWith(" man is a"));
+ *   equal(model.tokens.length, 2 + 8 - 1); // prompt + generated (the last is not decoded)
+ * }
+ * ```
  */
 export class Model implements Disposable {
   /** The model file. */
@@ -256,8 +272,20 @@ export class Model implements Disposable {
    * vocabularies get the leading dummy-prefix space by default (as SentencePiece and HF do);
    * pass `dummyPrefix: false` to reproduce `main`'s ids.
    *
+   * @param text The text to encode.
    * @param opts `addBos` (default: the vocabulary's setting), `parseSpecial` (default false),
    * `dummyPrefix` (default true).
+   * @returns Token ids, BOS first when added.
+   * @throws {TokenizerError} If the text cannot be encoded with this vocabulary.
+   *
+   * @example With and without the SentencePiece leading space
+   * ```ts ignore
+   * import { deepStrictEqual } from "node:assert/strict";
+   * import { loadModel } from "@powerinfer/deno";
+   * using model = loadModel("assets/fortune-relu.q4.powerinfer.gguf");
+   * deepStrictEqual(model.tokenize("A"), [1, 319]);
+   * deepStrictEqual(model.tokenize("A", { dummyPrefix: false }), [1, 970]); // like main
+   * ```
    */
   tokenize(
     text: string,
@@ -266,12 +294,42 @@ export class Model implements Disposable {
     return this.tokenizer.encode(text, { ...opts, dummyPrefix: opts.dummyPrefix ?? true });
   }
 
-  /** Token ids to text. */
+  /**
+   * Token ids to text (BOS/EOS and other control tokens give no text; the SentencePiece leading
+   * space of the first piece is removed).
+   *
+   * @param ids Token ids of this vocabulary.
+   * @returns The decoded text (invalid UTF-8 becomes U+FFFD).
+   * @throws {RangeError} If an id is outside the vocabulary.
+   *
+   * @example Round trip
+   * ```ts ignore
+   * import { equal } from "node:assert/strict";
+   * import { loadModel } from "@powerinfer/deno";
+   * using model = loadModel("assets/fortune-relu.q4.powerinfer.gguf");
+   * equal(model.detokenize(model.tokenize("A man")), "A man");
+   * ```
+   */
   detokenize(ids: readonly number[]): string {
     return this.tokenizer.decode(ids);
   }
 
-  /** Empties the context (the KV cache). */
+  /**
+   * Empties the context (the KV cache), so the next {@link eval} starts at position 0.
+   *
+   * @throws {GenerationError} If the model is closed or a generation is running.
+   *
+   * @example The same prompt twice gives the same logits
+   * ```ts ignore
+   * import { deepStrictEqual, equal } from "node:assert/strict";
+   * import { loadModel } from "@powerinfer/deno";
+   * using model = loadModel("assets/fortune-relu.q4.powerinfer.gguf", { nCtx: 16 });
+   * const first = model.eval([1, 319]);
+   * model.reset();
+   * equal(model.tokens.length, 0);
+   * deepStrictEqual(model.eval([1, 319]), first);
+   * ```
+   */
   reset(): void {
     this.#assertOpen();
     if (this.#busy) throw new GenerationError("reset() cannot run while generate() is running");
@@ -289,8 +347,21 @@ export class Model implements Disposable {
    *
    * @param ids Token ids (at least one).
    * @returns A fresh copy of the last token's logits `[nVocab]`.
-   * @throws {GenerationError} If the tokens do not fit in the context.
-   * @throws {RangeError} If an id is outside the vocabulary.
+   * @throws {GenerationError} If the tokens do not fit in the context, the model is closed or a
+   * generation is running.
+   * @throws {RangeError} If `ids` is empty or an id is outside the vocabulary.
+   *
+   * @example Teacher forcing: feed a token, read the next-token logits
+   * ```ts ignore
+   * import { equal } from "node:assert/strict";
+   * import { loadModel } from "@powerinfer/deno";
+   * using model = loadModel("assets/fortune-relu.q4.powerinfer.gguf", { nCtx: 16 });
+   * const logits = model.eval([1, 319]); // BOS, " A"
+   * equal(logits.length, model.config.nVocab);
+   * const next = logits.indexOf(Math.max(...logits));
+   * equal(model.eval([next]).length, 1024);
+   * equal(model.tokens.length, 3);
+   * ```
    */
   eval(ids: readonly number[]): Float32Array {
     this.#assertOpen();
@@ -396,20 +467,32 @@ export class Model implements Disposable {
    * `ignoreEos`); a full context is shifted (or ends the stream with `contextShift: false`).
    *
    * @param prompt Text or token ids. An empty prompt becomes `[BOS]`.
-   * @param options Sampling ({@link SamplingParams}), `maxTokens`, `ignoreEos`, `signal`.
-   * @returns An async iterable of `{ id, text }`.
-   * @throws {GenerationError} If the prompt does not fit in `nCtx − 4` tokens or another
-   * generation is running on this model.
-   * @throws The signal's reason when aborted (checked before every token).
+   * @param options Sampling ({@link SamplingParams}), `maxTokens`, `ignoreEos`, `signal`,
+   * `logitBias`, `stop`, `contextShift`, `nKeep`.
+   * @returns An async iterable of `{ id, text }`; the work starts at the first `next()`.
+   * @throws {GenerationError} (from the first `next()`) If the prompt does not fit in
+   * `nCtx − 4` tokens, another generation is running on this model, or the model was closed
+   * (also when `close()` runs while the stream is suspended).
+   * @throws {RangeError} If a prompt id is outside the vocabulary.
+   * @throws The signal's reason when aborted (checked before every token; no token is decoded
+   * after it fires).
    *
-   * @example Greedy continuation
+   * @example Greedy continuation, stopped by an AbortSignal
    * ```ts ignore
-   * import { loadModel } from "../../mod.ts";
-   * using model = loadModel("assets/fortune-relu.q4.powerinfer.gguf");
+   * import { equal, ok, rejects } from "node:assert/strict";
+   * import { loadModel } from "@powerinfer/deno";
+   * using model = loadModel("assets/fortune-relu.q4.powerinfer.gguf", { nCtx: 64 });
    * let text = "";
-   * for await (const t of model.generate("The best", { maxTokens: 16, temperature: 0 })) {
-   *   text += t.text;
-   * }
+   * for await (const t of model.generate("A", { maxTokens: 8, temperature: 0 })) text += t.text;
+   * ok(text.startsWith(" man is a"));
+   * const stop = new AbortController();
+   * let n = 0;
+   * await rejects(async () => {
+   *   for await (const _ of model.generate("A", { signal: stop.signal })) {
+   *     if (++n === 2) stop.abort();
+   *   }
+   * });
+   * equal(n, 2);
    * ```
    */
   async *generate(
@@ -492,7 +575,11 @@ export class Model implements Disposable {
     }
   }
 
-  /** A one-screen description: architecture, sizes, types, sparse or dense, memory. */
+  /**
+   * A one-screen description: architecture, sizes, types, sparse or dense, memory.
+   *
+   * @returns About a dozen `label: value` lines.
+   */
   summary(): string {
     const c = this.config;
     const types = new Map<string, number>();
@@ -537,7 +624,10 @@ export class Model implements Disposable {
     }%), the rest on the CPU`;
   }
 
-  /** Unmaps the file and drops the buffers (idempotent). */
+  /**
+   * Unmaps the file and drops the buffers (idempotent). A generation suspended at a token
+   * throws a {@link GenerationError} when resumed.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -637,17 +727,26 @@ class EventLoopYield implements Disposable {
  *
  * @param path Model file.
  * @param options Threads, context size, KV type, GPU-index placeholders, profiler hook.
- * @returns The model; dispose it when done.
- * @throws {ModelConfigError} If the hyperparameters or tensors are missing or inconsistent.
+ * @returns The model (synchronously: the weights are mapped, not read); dispose it when done.
+ * @throws {ModelConfigError} If the hyperparameters or tensors are missing or inconsistent, or
+ * the file is a GPU index or a vocabulary-only GGUF.
  * @throws {TokenizerError} If the vocabulary is missing or inconsistent.
  * @throws {MappedFileError} If the file cannot be opened.
+ * @throws {GgufFormatError} If the file is not GGUF/PWRI or is truncated.
+ * @throws {RangeError} If an option is out of range or the KV cache for `nCtx` cannot be
+ * allocated (the message names the bytes needed).
  *
- * @example Load, evaluate, dispose
+ * @example Load, evaluate, dispose at the end of the scope
  * ```ts ignore
- * import { loadModel } from "../../mod.ts";
- * using model = loadModel("assets/fortune-relu.q4.powerinfer.gguf", { nCtx: 256 });
- * const logits = model.eval([1, 450]);
- * console.log(logits.length); // 1024
+ * import { equal, throws } from "node:assert/strict";
+ * import { loadModel, type Model } from "@powerinfer/deno";
+ * let kept: Model;
+ * {
+ *   using model = loadModel("assets/fortune-relu.q4.powerinfer.gguf", { nCtx: 256 });
+ *   equal(model.eval([1, 450]).length, model.config.nVocab);
+ *   kept = model;
+ * }
+ * throws(() => kept.eval([1]), /The model was closed/);
  * ```
  */
 export function loadModel(path: string, options: LoadModelOptions = {}): Model {
