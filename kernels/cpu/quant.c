@@ -202,7 +202,19 @@ static inline float q6_make_scale(const float *x, int8_t *L) {
 
 /* Everything after the sub-block scales: the int8 scales, the super-scale, the final codes and
  * the packing. `L` holds the codes make_scale chose (kept where a rounded scale is 0). */
-static inline void q6_k_finish(const float *x, const float *scales, int8_t *L, pi_block_q6_k *y) {
+/* The final codes of one sub-block of 16 for the scale dj != 0 (scalar or AVX2). */
+typedef void (*q6_codes_fn)(const float *x, float dj, int8_t *L);
+
+static inline void q6_codes_final(const float *x, float dj, int8_t *L) {
+    for (int i = 0; i < 16; i++) {
+        int l = nearest_int(x[i] / dj);
+        l = l < -32 ? -32 : (l > 31 ? 31 : l);
+        L[i] = (int8_t)(l + 32);
+    }
+}
+
+static inline void q6_k_finish(const float *x, const float *scales, int8_t *L, pi_block_q6_k *y,
+                               q6_codes_fn codes) {
     float max_scale = 0.0f, max_abs = 0.0f;
     for (int ib = 0; ib < 16; ib++) {
         const float a = fabsf(scales[ib]);
@@ -225,11 +237,7 @@ static inline void q6_k_finish(const float *x, const float *scales, int8_t *L, p
     for (int j = 0; j < 16; j++) {
         const float dj = d * (float)y->scales[j];
         if (dj == 0.0f) continue;
-        for (int i = 0; i < 16; i++) {
-            int l = nearest_int(x[16 * j + i] / dj);
-            l = l < -32 ? -32 : (l > 31 ? 31 : l);
-            L[16 * j + i] = (int8_t)(l + 32);
-        }
+        codes(x + 16 * j, dj, L + 16 * j);
     }
     for (int h = 0; h < 2; h++) {
         uint8_t *ql = y->ql + 64 * h;
@@ -248,7 +256,7 @@ static inline void quantize_block_q6_k(const float *x, pi_block_q6_k *y) {
     int8_t L[256];
     float scales[16];
     for (int ib = 0; ib < 16; ib++) scales[ib] = q6_make_scale(x + 16 * ib, L + 16 * ib);
-    q6_k_finish(x, scales, L, y);
+    q6_k_finish(x, scales, L, y, q6_codes_final);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -473,12 +481,22 @@ PI_TARGET_AVX2 static inline void quantize_block_q8_0_avx2(const float *x, pi_bl
 
 /* Q6_K's sub-block scale search with one AVX2 lane per sub-block (8 at a time): every lane runs
  * q6_make_scale's exact operation sequence (products, the 1.5*2^23 rounding add, in-order sums,
- * divisions), so the scales and codes are bit-identical to the scalar code. */
+ * divisions), so the scales and codes are bit-identical to the scalar code. The 19 trial scales
+ * do not depend on each other, only the choice between them does: their sums are computed four
+ * trials at a time (four independent add chains in flight instead of one), then the choice runs
+ * in the scalar order, and the codes are computed once, for the chosen scale. */
+#define Q6_TRIALS 20 /* the first scale, 18 tenths, one padding trial (ignored) */
 PI_TARGET_AVX2 static inline void q6_scales_avx2(const float *x, float *scales, int8_t *L) {
     const __m256i stride = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
     const __m256 sign = _mm256_set1_ps(-0.0f), magic = _mm256_set1_ps(12582912.0f);
     const __m256i mant = _mm256_set1_epi32(0x007fffff), bias = _mm256_set1_epi32(0x00400000);
     const __m256i lo = _mm256_set1_epi32(-32), hi = _mm256_set1_epi32(31);
+    float nums[Q6_TRIALS];
+    nums[0] = 32.0f;
+    for (int is = -9, k = 1; is <= 9; is++) {
+        if (is != 0) nums[k++] = 32.0f + 0.1f * (float)is;
+    }
+    nums[Q6_TRIALS - 1] = 32.0f;
     for (int g = 0; g < 2; g++) {
         __m256 X[16];
         __m256 amax = _mm256_setzero_ps(), max = _mm256_setzero_ps();
@@ -495,51 +513,50 @@ PI_TARGET_AVX2 static inline void q6_scales_avx2(const float *x, float *scales, 
             W[i] = _mm256_mul_ps(X[i], X[i]);
             WX[i] = _mm256_mul_ps(W[i], X[i]);
         }
-        __m256i Lv[16];
-        __m256 sx, s2;
-#define Q6_PASS(iscale, store)                                                                     \
-    do {                                                                                           \
-        sx = _mm256_setzero_ps();                                                                  \
-        s2 = _mm256_setzero_ps();                                                                  \
-        for (int i = 0; i < 16; i++) {                                                             \
-            const __m256 t = _mm256_add_ps(_mm256_mul_ps(iscale, X[i]), magic);                    \
-            __m256i l = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t), mant), bias);    \
-            l = _mm256_max_epi32(lo, _mm256_min_epi32(hi, l));                                     \
-            const __m256 lf = _mm256_cvtepi32_ps(l);                                               \
-            sx = _mm256_add_ps(sx, _mm256_mul_ps(WX[i], lf));                                      \
-            s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));                    \
-            store;                                                                                 \
-        }                                                                                          \
-    } while (0)
-        __m256 iscale = _mm256_div_ps(_mm256_set1_ps(-32.0f), max);
-        Q6_PASS(iscale, Lv[i] = l);
-        __m256 scale = _mm256_div_ps(sx, s2);
-        __m256 best = _mm256_mul_ps(scale, sx);
-        for (int is = -9; is <= 9; is++) {
-            if (is == 0) continue;
-            const float tenth = 0.1f * (float)is;
-            const float num = 32.0f + tenth;
-            iscale = _mm256_div_ps(_mm256_set1_ps(-num), max);
-            __m256i Ln[16];
-            Q6_PASS(iscale, Ln[i] = l);
-            const __m256 take = _mm256_and_ps(
-                _mm256_cmp_ps(s2, _mm256_setzero_ps(), _CMP_GT_OQ),
-                _mm256_cmp_ps(_mm256_mul_ps(sx, sx), _mm256_mul_ps(best, s2), _CMP_GT_OQ));
-            if (_mm256_movemask_ps(take) == 0) continue;
-            const __m256i takei = _mm256_castps_si256(take);
-            for (int i = 0; i < 16; i++) Lv[i] = _mm256_blendv_epi8(Lv[i], Ln[i], takei);
-            const __m256 scale_n = _mm256_div_ps(sx, s2);
-            scale = _mm256_blendv_ps(scale, scale_n, take);
-            best = _mm256_blendv_ps(best, _mm256_mul_ps(scale_n, sx), take);
+        __m256 IS[Q6_TRIALS], SX[Q6_TRIALS], S2[Q6_TRIALS];
+        for (int p = 0; p < Q6_TRIALS; p++) IS[p] = _mm256_div_ps(_mm256_set1_ps(-nums[p]), max);
+        for (int p0 = 0; p0 < Q6_TRIALS; p0 += 4) {
+            __m256 sx[4], s2[4];
+            for (int q = 0; q < 4; q++) sx[q] = s2[q] = _mm256_setzero_ps();
+            for (int i = 0; i < 16; i++) {
+                for (int q = 0; q < 4; q++) {
+                    const __m256 t = _mm256_add_ps(_mm256_mul_ps(IS[p0 + q], X[i]), magic);
+                    __m256i l =
+                        _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t), mant), bias);
+                    l = _mm256_max_epi32(lo, _mm256_min_epi32(hi, l));
+                    const __m256 lf = _mm256_cvtepi32_ps(l);
+                    sx[q] = _mm256_add_ps(sx[q], _mm256_mul_ps(WX[i], lf));
+                    s2[q] = _mm256_add_ps(s2[q], _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));
+                }
+            }
+            for (int q = 0; q < 4; q++) {
+                SX[p0 + q] = sx[q];
+                S2[p0 + q] = s2[q];
+            }
         }
-#undef Q6_PASS
+        __m256 scale = _mm256_div_ps(SX[0], S2[0]);
+        __m256 best = _mm256_mul_ps(scale, SX[0]);
+        __m256 chosen = IS[0];
+        for (int p = 1; p < Q6_TRIALS - 1; p++) {
+            const __m256 take = _mm256_and_ps(
+                _mm256_cmp_ps(S2[p], _mm256_setzero_ps(), _CMP_GT_OQ),
+                _mm256_cmp_ps(_mm256_mul_ps(SX[p], SX[p]), _mm256_mul_ps(best, S2[p]), _CMP_GT_OQ));
+            if (_mm256_movemask_ps(take) == 0) continue;
+            const __m256 scale_n = _mm256_div_ps(SX[p], S2[p]);
+            scale = _mm256_blendv_ps(scale, scale_n, take);
+            best = _mm256_blendv_ps(best, _mm256_mul_ps(scale_n, SX[p]), take);
+            chosen = _mm256_blendv_ps(chosen, IS[p], take);
+        }
         /* Lanes whose sub-block is all (near) zero: scale 0, codes 0 (not 32). */
         scale = _mm256_andnot_ps(zero_lane, scale);
         const __m256i keep = _mm256_castps_si256(zero_lane);
         _mm256_storeu_ps(scales + 8 * g, scale);
         int32_t tmp[16][8];
         for (int i = 0; i < 16; i++) {
-            const __m256i codes = _mm256_add_epi32(Lv[i], _mm256_set1_epi32(32));
+            const __m256 t = _mm256_add_ps(_mm256_mul_ps(chosen, X[i]), magic);
+            __m256i l = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t), mant), bias);
+            l = _mm256_max_epi32(lo, _mm256_min_epi32(hi, l));
+            const __m256i codes = _mm256_add_epi32(l, _mm256_set1_epi32(32));
             _mm256_storeu_si256((__m256i *)tmp[i], _mm256_andnot_si256(keep, codes));
         }
         for (int k = 0; k < 8; k++) {
@@ -547,12 +564,27 @@ PI_TARGET_AVX2 static inline void q6_scales_avx2(const float *x, float *scales, 
         }
     }
 }
+#undef Q6_TRIALS
+
+/* q6_k_finish's final codes, 16 per step: the same IEEE division and rounding add per element. */
+PI_TARGET_AVX2 static inline void q6_codes_final_avx2(const float *x, float dj, int8_t *L) {
+    const __m256 magic = _mm256_set1_ps(12582912.0f), vd = _mm256_set1_ps(dj);
+    const __m256i mant = _mm256_set1_epi32(0x007fffff), bias = _mm256_set1_epi32(0x00400000 - 32);
+    const __m256i lo = _mm256_set1_epi32(0), hi = _mm256_set1_epi32(63);
+    __m256i l[2];
+    for (int h = 0; h < 2; h++) {
+        const __m256 t = _mm256_add_ps(_mm256_div_ps(_mm256_loadu_ps(x + 8 * h), vd), magic);
+        l[h] = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t), mant), bias);
+        l[h] = _mm256_max_epi32(lo, _mm256_min_epi32(hi, l[h]));
+    }
+    _mm_storeu_si128((__m128i *)L, pack16_u8(l[0], l[1]));
+}
 
 PI_TARGET_AVX2 static inline void quantize_block_q6_k_avx2(const float *x, pi_block_q6_k *y) {
     int8_t L[256];
     float scales[16];
     q6_scales_avx2(x, scales, L);
-    q6_k_finish(x, scales, L, y);
+    q6_k_finish(x, scales, L, y, q6_codes_final_avx2);
 }
 
 PI_TARGET_AVX2 static void quant_task_avx2(void *vctx, int64_t b0, int64_t b1, int thread_index) {
