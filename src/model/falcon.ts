@@ -13,7 +13,7 @@ import type { GgufFile } from "../gguf/reader.ts";
 import type { ModelConfig } from "./config.ts";
 import { add, type Batch, embed, type ForwardContext, lastRow, selfAttention } from "./forward.ts";
 import { sparseFfn, type SparseFfnWeights } from "./sparse.ts";
-import { matrix, matrixOrDequantized, optionalVector, vector } from "./weights.ts";
+import { matrix, optionalVector, sparseFfnWeights, vector } from "./weights.ts";
 
 /** One Falcon block. */
 export interface FalconLayer {
@@ -52,8 +52,6 @@ export function loadFalconWeights(file: GgufFile, c: ModelConfig): FalconWeights
   const layers: FalconLayer[] = [];
   for (let i = 0; i < c.nLayer; i++) {
     const p = `blk.${i}`;
-    const fc1 = file.tensor(`${p}.fc1.weight`);
-    const nHidden = fc1?.ne[1] ?? 0;
     const attnNorm2 = optionalVector(file, `${p}.attn_norm_2.weight`, c.nEmbd) ?? null;
     layers.push({
       attnNorm: vector(file, `${p}.attn_norm.weight`, c.nEmbd),
@@ -62,13 +60,7 @@ export function loadFalconWeights(file: GgufFile, c: ModelConfig): FalconWeights
       attnNorm2B: attnNorm2 ? vector(file, `${p}.attn_norm_2.bias`, c.nEmbd) : null,
       wqkv: matrix(file, `${p}.attn_qkv.weight`, c.nEmbd, c.nEmbd + 2 * c.nEmbdGqa),
       wo: matrix(file, `${p}.attn_output.weight`, c.nEmbd, c.nEmbd),
-      ffn: {
-        fc1: matrixOrDequantized(file, `${p}.fc1.weight`, c.nEmbd, nHidden),
-        fc2: matrixOrDequantized(file, `${p}.fc2.weight`, nHidden, c.nFf),
-        up: matrix(file, `${p}.ffn_up.weight`, c.nEmbd, c.nFf),
-        gate: null,
-        downT: matrix(file, `${p}.ffn_down_t.weight`, c.nEmbd, c.nFf),
-      },
+      ffn: sparseFfnWeights(file, c, i, false),
     });
   }
   return {

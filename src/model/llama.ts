@@ -12,7 +12,7 @@ import type { GgufFile } from "../gguf/reader.ts";
 import type { ModelConfig } from "./config.ts";
 import { add, type Batch, embed, type ForwardContext, lastRow, selfAttention } from "./forward.ts";
 import { sparseFfn, type SparseFfnWeights } from "./sparse.ts";
-import { matrix, matrixOrDequantized, vector } from "./weights.ts";
+import { matrix, sparseFfnWeights, vector } from "./weights.ts";
 
 /** Dense FFN tensors: `down · act(gate·f, up·f)`. */
 export interface DenseFfnWeights {
@@ -53,15 +53,7 @@ export function loadLlamaWeights(file: GgufFile, c: ModelConfig): LlamaWeights {
     let sparse: SparseFfnWeights | null = null;
     let dense: DenseFfnWeights | null = null;
     if (c.sparse) {
-      const fc1 = file.tensor(`${p}.fc1.weight`);
-      const nHidden = fc1?.ne[1] ?? 0;
-      sparse = {
-        fc1: matrixOrDequantized(file, `${p}.fc1.weight`, c.nEmbd, nHidden),
-        fc2: matrixOrDequantized(file, `${p}.fc2.weight`, nHidden, c.nFf),
-        up: matrix(file, `${p}.ffn_up.weight`, c.nEmbd, c.nFf),
-        gate: matrix(file, `${p}.ffn_gate.weight`, c.nEmbd, c.nFf),
-        downT: matrix(file, `${p}.ffn_down_t.weight`, c.nEmbd, c.nFf),
-      };
+      sparse = sparseFfnWeights(file, c, i, true);
     } else {
       dense = {
         gate: matrix(file, `${p}.ffn_gate.weight`, c.nEmbd, c.nFf),

@@ -9,7 +9,8 @@ import { ModelConfigError } from "../errors.ts";
 import type { GgufFile, GgufTensorInfo } from "../gguf/reader.ts";
 import { GgmlType, ggmlTypeName, rowByteSize } from "../gguf/types.ts";
 import { dequantize } from "../quant/quantize.ts";
-import type { WeightTensor } from "../backend/backend.ts";
+import type { SparseFfnWeights, WeightTensor } from "../backend/backend.ts";
+import type { ModelConfig } from "./config.ts";
 
 /** Types the matmul kernels accept for 2-D weights. */
 export const MATMUL_TYPES: readonly GgmlType[] = [
@@ -158,4 +159,33 @@ export function dequantizeRow(w: WeightTensor, row: number, out: Float32Array): 
         }: expected F32, F16, Q4_0, Q8_0 or Q6_K`,
       );
   }
+}
+
+/**
+ * The predictor and FFN tensors of one sparse (PWRI) layer: predictor fc1 `[nHidden, nEmbd]`
+ * and fc2 `[nFf, nHidden]` (nHidden from the file), up and, when the architecture gates, gate
+ * `[nFf, nEmbd]`, and the transposed down projection `ffn_down_t` `[nFf, nEmbd]`.
+ *
+ * @param file The model file.
+ * @param c Its configuration.
+ * @param layer The block index.
+ * @param gated Whether the layer has `ffn_gate` (LLaMA/bamboo yes, Falcon no).
+ * @returns Views of the tensors.
+ * @throws {ModelConfigError} If a tensor is missing or has the wrong shape or type.
+ */
+export function sparseFfnWeights(
+  file: GgufFile,
+  c: ModelConfig,
+  layer: number,
+  gated: boolean,
+): SparseFfnWeights {
+  const p = `blk.${layer}`;
+  const nHidden = file.tensor(`${p}.fc1.weight`)?.ne[1] ?? 0;
+  return {
+    fc1: matrixOrDequantized(file, `${p}.fc1.weight`, c.nEmbd, nHidden),
+    fc2: matrixOrDequantized(file, `${p}.fc2.weight`, nHidden, c.nFf),
+    up: matrix(file, `${p}.ffn_up.weight`, c.nEmbd, c.nFf),
+    gate: gated ? matrix(file, `${p}.ffn_gate.weight`, c.nEmbd, c.nFf) : null,
+    downT: matrix(file, `${p}.ffn_down_t.weight`, c.nEmbd, c.nFf),
+  };
 }
