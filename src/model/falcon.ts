@@ -11,8 +11,16 @@ import type { WeightTensor } from "../backend/backend.ts";
 import { ModelConfigError } from "../errors.ts";
 import type { GgufFile } from "../gguf/reader.ts";
 import type { ModelConfig } from "./config.ts";
-import { add, type Batch, embed, type ForwardContext, lastRow, selfAttention } from "./forward.ts";
-import { sparseFfn, type SparseFfnWeights } from "./sparse.ts";
+import {
+  add,
+  attentionBlock,
+  type Batch,
+  embed,
+  type ForwardContext,
+  lastRow,
+  layerSparseFfn,
+} from "./forward.ts";
+import type { SparseFfnWeights } from "./sparse.ts";
 import { matrix, optionalVector, sparseFfnWeights, vector } from "./weights.ts";
 
 /** One Falcon block. */
@@ -106,19 +114,9 @@ export function falconForward(
       k.set(row.subarray(c.nEmbd, c.nEmbd + c.nEmbdGqa), t * c.nEmbdGqa);
       v.set(row.subarray(c.nEmbd + c.nEmbdGqa), t * c.nEmbdGqa);
     }
-    const heads = selfAttention(ctx, l, batch, q, k, v);
-    const attn = s.get("attn", n * c.nEmbd);
-    be.matmul(attn, L.wo, heads, n);
+    const attn = attentionBlock(ctx, l, batch, q, k, v, L.wo);
     // F = FFN(n1; predictor on x);  x' = F + A + x
-    const ffn = sparseFfn(be, L.ffn, n1, x, {
-      layer: l,
-      nTokens: n,
-      threshold: ctx.threshold,
-      gpuIdx: ctx.gpuIdx?.[l] ?? null,
-      hot: ctx.hot,
-      activation: "relu",
-      onActivation: ctx.onFfnActivation,
-    }, s);
+    const ffn = layerSparseFfn(ctx, l, L.ffn, n1, x, n, "relu");
     const fa = add(s.get("fa", n * c.nEmbd), ffn, attn);
     x = add(s.get("x", n * c.nEmbd), fa, x);
   }

@@ -1,14 +1,22 @@
 /**
  * What every architecture's forward pass shares: the run context, the token-embedding lookup,
- * cached causal self-attention and the residual add.
+ * cached causal self-attention with its output projection, the sparse FFN with the run's
+ * predictor settings, and the residual add.
  *
  * @module
  */
 
-import type { ActivationKind, Backend, HotFfn, WeightTensor } from "../backend/backend.ts";
+import type {
+  ActivationKind,
+  Backend,
+  HotFfn,
+  SparseFfnWeights,
+  WeightTensor,
+} from "../backend/backend.ts";
 import type { ModelConfig } from "./config.ts";
 import type { KvCache } from "./kv_cache.ts";
 import type { Scratch } from "./scratch.ts";
+import { sparseFfn } from "./sparse.ts";
 import { dequantizeRow } from "./weights.ts";
 
 /** Everything a forward pass reads besides the weights. */
@@ -97,6 +105,55 @@ export function selfAttention(
     scale: Math.fround(1 / Math.fround(Math.sqrt(c.headDim))), // f32 1/sqrtf(hd)
   });
   return out;
+}
+
+/**
+ * {@link selfAttention} followed by the output projection: `Wo · heads`.
+ *
+ * @returns `[nTokens, nEmbd]` (scratch "attn").
+ */
+export function attentionBlock(
+  ctx: ForwardContext,
+  layer: number,
+  batch: Batch,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  wo: WeightTensor,
+): Float32Array {
+  const n = batch.tokens.length;
+  const heads = selfAttention(ctx, layer, batch, q, k, v);
+  const attn = ctx.scratch.get("attn", n * ctx.config.nEmbd);
+  ctx.backend.matmul(attn, wo, heads, n);
+  return attn;
+}
+
+/**
+ * The predictor-driven sparse FFN of one layer (model.md §6) with this run's threshold,
+ * hot/cold split and profiler hook.
+ *
+ * @param f The FFN input `[nTokens, nEmbd]` (normalised).
+ * @param z The predictor input `[nTokens, nEmbd]` (the un-normalised residual).
+ * @returns `[nTokens, nEmbd]`.
+ */
+export function layerSparseFfn(
+  ctx: ForwardContext,
+  layer: number,
+  w: SparseFfnWeights,
+  f: Float32Array,
+  z: Float32Array,
+  nTokens: number,
+  activation: ActivationKind,
+): Float32Array {
+  return sparseFfn(ctx.backend, w, f, z, {
+    layer,
+    nTokens,
+    threshold: ctx.threshold,
+    gpuIdx: ctx.gpuIdx?.[layer] ?? null,
+    hot: ctx.hot,
+    activation,
+    onActivation: ctx.onFfnActivation,
+  }, ctx.scratch);
 }
 
 /** `out[i] = a[i] + b[i]` in f32. */

@@ -10,8 +10,16 @@
 import type { WeightTensor } from "../backend/backend.ts";
 import type { GgufFile } from "../gguf/reader.ts";
 import type { ModelConfig } from "./config.ts";
-import { add, type Batch, embed, type ForwardContext, lastRow, selfAttention } from "./forward.ts";
-import { sparseFfn, type SparseFfnWeights } from "./sparse.ts";
+import {
+  add,
+  attentionBlock,
+  type Batch,
+  embed,
+  type ForwardContext,
+  lastRow,
+  layerSparseFfn,
+} from "./forward.ts";
+import type { SparseFfnWeights } from "./sparse.ts";
 import { matrix, sparseFfnWeights, vector } from "./weights.ts";
 
 /** Dense FFN tensors: `down · act(gate·f, up·f)`. */
@@ -110,23 +118,13 @@ export function llamaForward(
     be.matmul(q, L.wq, a, n);
     be.matmul(k, L.wk, a, n);
     be.matmul(v, L.wv, a, n);
-    const heads = selfAttention(ctx, l, batch, q, k, v);
-    const attn = s.get("attn", n * c.nEmbd);
-    be.matmul(attn, L.wo, heads, n);
+    const attn = attentionBlock(ctx, l, batch, q, k, v, L.wo);
     const x2 = add(s.get("x2", n * c.nEmbd), attn, x);
     // f = RMSNorm(x2)·ffn_norm;  x' = FFN(f; predictor on x2) + x2
     const f = s.get("f", n * c.nEmbd);
     be.rmsNorm(f, x2, L.ffnNorm, c.normEps);
     const ffn = L.sparse
-      ? sparseFfn(be, L.sparse, f, x2, {
-        layer: l,
-        nTokens: n,
-        threshold: ctx.threshold,
-        gpuIdx: ctx.gpuIdx?.[l] ?? null,
-        hot: ctx.hot,
-        activation: ctx.sparseActivation,
-        onActivation: ctx.onFfnActivation,
-      }, s)
+      ? layerSparseFfn(ctx, l, L.sparse, f, x2, n, ctx.sparseActivation)
       : denseFfn(ctx, l, L.dense!, f, n);
     x = add(s.get("x", n * c.nEmbd), ffn, x2);
   }
