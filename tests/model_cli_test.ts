@@ -250,3 +250,29 @@ Deno.test({
     ok(err.some((l) => l.startsWith("llama_print_timings:       total time =")));
   },
 });
+
+Deno.test("run: Ctrl-C stops an endless generation, prints the timings and exits 130", async () => {
+  const cli = new URL("../src/cli/run.ts", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, "-n", "-1", "--ignore-eos", "-c", "32"],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  let text = "";
+  const decoder = new TextDecoder();
+  while (text.length < 40) { // some generated text is out: the stream is running
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += decoder.decode(value);
+  }
+  child.kill("SIGINT");
+  while (!(await reader.read()).done) { /* drain */ }
+  const status = await child.status;
+  const err = decoder.decode(await new Response(child.stderr).arrayBuffer());
+  equal(status.code, 130, err);
+  ok(text.startsWith("A man is a"), text);
+  match(err, /\ninterrupted\n/);
+  match(err, /llama_print_timings:        eval time = .* \/ +\d+ runs/);
+  ok(!/error:|\bat .*\.ts:\d+/.test(err), err);
+});

@@ -422,7 +422,7 @@ export async function main(args: string[]): Promise<number> {
       if (stoppedEos) console.error(" [end of text]");
     }
     console.error(formatTimings(t, totalMs));
-    return 0;
+    return abort.signal.aborted ? 130 : 0; // 130 after Ctrl-C, like main
   } catch (error) {
     if (error instanceof UsageError) {
       console.error(usageLine(error.message, "run"));
