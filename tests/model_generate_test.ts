@@ -335,3 +335,15 @@ Deno.test("loadModel() with `using` closes the model at the end of the scope", a
   }
   throws(() => escaped.eval([1]), /The model was closed/);
 });
+
+Deno.test("Model.generate() and detokenize() reject ids and limits they cannot honour", async () => {
+  using model = loadModel(DEMO, { nCtx: 32 });
+  throws(() => model.detokenize([1, 99999]), /Token id 99999 is outside the vocabulary/);
+  throws(() => model.eval([1.5]), RangeError);
+  await rejects(() => collect(model.generate([1, 5000])), /Token id 5000/);
+  await rejects(() => collect(model.generate("A", { maxTokens: 2.5 })), /maxTokens must be/);
+  await rejects(() => collect(model.generate("A", { maxTokens: -2 })), /maxTokens must be/);
+  await rejects(() => collect(model.generate("A", { nKeep: -3 })), /nKeep must be/);
+  // nothing was left running: a valid call still works
+  equal((await collect(model.generate("A", { maxTokens: 2, temperature: 0 }))).ids.length, 2);
+});

@@ -311,6 +311,7 @@ export class Model implements Disposable {
    * ```
    */
   detokenize(ids: readonly number[]): string {
+    this.#checkIds(ids);
     return this.tokenizer.decode(ids);
   }
 
@@ -371,11 +372,7 @@ export class Model implements Disposable {
 
   #eval(ids: readonly number[]): Float32Array {
     if (ids.length === 0) throw new RangeError("eval() needs at least one token");
-    for (const id of ids) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.config.nVocab) {
-        throw new RangeError(`Token id ${id} is outside the vocabulary [0, ${this.config.nVocab})`);
-      }
-    }
+    this.#checkIds(ids);
     if (this.#tokens.length + ids.length > this.nCtx) {
       throw new GenerationError(
         `Context is full: ${this.#tokens.length} + ${ids.length} tokens exceed nCtx ${this.nCtx}`,
@@ -383,6 +380,14 @@ export class Model implements Disposable {
     }
     for (let i = 0; i < ids.length; i += this.nBatch) this.#decode(ids.slice(i, i + this.nBatch));
     return Float32Array.from(this.#logits);
+  }
+
+  #checkIds(ids: readonly number[]): void {
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.nVocab) {
+        throw new RangeError(`Token id ${id} is outside the vocabulary [0, ${this.config.nVocab})`);
+      }
+    }
   }
 
   #decode(ids: readonly number[]): void {
@@ -473,7 +478,8 @@ export class Model implements Disposable {
    * @throws {GenerationError} (from the first `next()`) If the prompt does not fit in
    * `nCtx − 4` tokens, another generation is running on this model, or the model was closed
    * (also when `close()` runs while the stream is suspended).
-   * @throws {RangeError} If a prompt id is outside the vocabulary.
+   * @throws {RangeError} If a prompt id is outside the vocabulary, or `maxTokens` / `nKeep` is
+   * not an integer >= -1.
    * @throws The signal's reason when aborted (checked before every token; no token is decoded
    * after it fires).
    *
@@ -512,6 +518,12 @@ export class Model implements Disposable {
       stop = [],
       ...sampling
     } = options;
+    if (!Number.isInteger(maxTokens) || maxTokens < -1) {
+      throw new RangeError(`maxTokens must be an integer >= -1, found ${maxTokens}`);
+    }
+    if (!Number.isInteger(keepOption) || keepOption < -1) {
+      throw new RangeError(`nKeep must be an integer >= -1, found ${keepOption}`);
+    }
     let ids = typeof prompt === "string"
       ? this.tokenize(prompt, { addBos, parseSpecial: true })
       : [...prompt];
