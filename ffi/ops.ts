@@ -974,3 +974,56 @@ export function sparseFfn(
     ),
   );
 }
+
+// ---- quantizeModel's output file (quant.c) ----
+
+/**
+ * Creates (truncates) `path` for writing at explicit offsets, with O_DIRECT when `direct` and the
+ * file system allows it (buffers, lengths and offsets must then be multiples of 4096; see
+ * {@linkcode alignedBuffer}). Returns the file descriptor for {@linkcode filePwrite}.
+ */
+export function fileCreate(path: string, direct: boolean): number {
+  const fd = new Int32Array(1);
+  const cpath = new TextEncoder().encode(`${path}\0`);
+  check("pi_file_create", openNative().pi_file_create(cpath, direct ? 1 : 0, fd));
+  return fd[0]!;
+}
+
+/** Writes all of `bytes` at `offsetBytes` (synchronously). */
+export function filePwrite(fd: number, bytes: Uint8Array, offsetBytes: number): void {
+  check(
+    "pi_file_pwrite",
+    openNative().pi_file_pwrite(fd, bytes, BigInt(bytes.byteLength), BigInt(offsetBytes)),
+  );
+}
+
+/**
+ * {@linkcode filePwrite} on a worker thread; `bytes` must not be touched until it settles. On
+ * failure the write is retried on the calling thread, whose error message names the cause.
+ */
+export async function filePwriteAsync(
+  fd: number,
+  bytes: Uint8Array,
+  offsetBytes: number,
+): Promise<void> {
+  const status = await openNative().pi_file_pwrite_nonblocking(
+    fd,
+    bytes,
+    BigInt(bytes.byteLength),
+    BigInt(offsetBytes),
+  );
+  if (status !== 0) filePwrite(fd, bytes, offsetBytes);
+}
+
+/** Truncates to `byteLength` (-1: keep), fdatasync()s when `sync`, and closes (always). */
+export function fileClose(fd: number, byteLength: number, sync: boolean): void {
+  check("pi_file_close", openNative().pi_file_close(fd, BigInt(byteLength), sync ? 1 : 0));
+}
+
+/** A zeroed `byteLength`-byte view whose address is a multiple of `alignment` (a power of 2). */
+export function alignedBuffer(byteLength: number, alignment = 4096): Uint8Array {
+  const raw = new Uint8Array(byteLength + alignment);
+  const address = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(raw)));
+  const skip = (alignment - (address % alignment)) % alignment;
+  return raw.subarray(skip, skip + byteLength);
+}

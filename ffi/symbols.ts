@@ -362,6 +362,38 @@ export const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  // quantizeModel's output file (O_DIRECT where allowed; quant.c)
+  pi_file_create: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+      "i32", // int32_t direct (1: try O_DIRECT)
+      "buffer", // int32_t *fd_out
+    ],
+    result: "i32",
+  },
+  pi_file_pwrite: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // const void *buf (4 KiB-aligned for O_DIRECT)
+      "i64", // int64_t len
+      "i64", // int64_t offset
+    ],
+    result: "i32",
+  },
+  pi_file_pwrite_nonblocking: {
+    name: "pi_file_pwrite",
+    parameters: ["i32", "buffer", "i64", "i64"],
+    result: "i32",
+    nonblocking: true,
+  },
+  pi_file_close: {
+    parameters: [
+      "i32", // int32_t fd
+      "i64", // int64_t size (truncate to; -1: keep)
+      "i32", // int32_t sync (1: fdatasync)
+    ],
+    result: "i32",
+  },
   pi_dequantize: {
     parameters: [
       "buffer", // float *dst           [nRows, nCols]

@@ -11,8 +11,13 @@ import { FileWriteError, PowerInferError, QuantizeError } from "../errors.ts";
 import { GgmlType, ggmlTypeName, type GgufKv, GgufValueType } from "../gguf/types.ts";
 import type { GgufFile, GgufTensorInfo } from "../gguf/reader.ts";
 import { openGguf } from "../gguf/open.ts";
-import { type GgufWriteSpec, layoutGguf, writeGguf } from "../gguf/writer.ts";
-import { checkInputFile, checkOutputPath } from "../gguf/output_file.ts";
+import { type GgufLayout, type GgufWriteSpec, layoutGguf, writeGguf } from "../gguf/writer.ts";
+import {
+  checkInputFile,
+  checkOutputPath,
+  fileWriteError,
+  tempPathBeside,
+} from "../gguf/output_file.ts";
 import * as native from "../../ffi/ops.ts";
 import { dequantize, quantize } from "./quantize.ts";
 
@@ -388,78 +393,29 @@ export async function quantizeModel(
         elapsedMs: performance.now() - t0,
       });
 
-    // Pipeline: while the writer writes tensor i, tensor i+1 is quantized on a worker thread.
-    // Two output buffers are reused (fresh multi-MB allocations cost a page fault per 4 KiB);
-    // the writer has written a tensor before it asks for the next, so a job may take the buffer
-    // of the tensor returned before the one being written.
-    const buffers = [new Uint8Array(0), new Uint8Array(0)];
-    type Job = { index: number; slot: number; result: Promise<Uint8Array> };
-    let pending: Job | undefined;
-    const startJob = (index: number, slot: number): Job => {
-      const entry = plan[index]!;
-      report("start", index);
-      const src = file.tensorData(file.tensors[index]!);
-      const done = (bytes: Uint8Array): Job => ({
-        index,
-        slot: -1,
-        result: Promise.resolve(bytes),
-      });
-      if (entry.action === "copy") return done(src);
-      if (!ops) return done(quantize(entry.dstType, dequantize(entry.srcType, src), { fused }));
-      const nCols = entry.ne[0]!;
-      const nRows = entry.ne.slice(1).reduce((a, b) => a * b, 1);
-      const byteLength = ops.rowByteLength(entry.dstType, nCols) * nRows;
-      if (buffers[slot]!.byteLength < byteLength) buffers[slot] = new Uint8Array(byteLength);
-      const out = buffers[slot]!.subarray(0, byteLength);
-      let input: Uint8Array | Float32Array = src;
-      let inputType = entry.srcType;
-      if (entry.action === "requantize") {
-        input = new Float32Array(nRows * nCols);
-        ops.dequantizeRows(input, src, entry.srcType, nRows, nCols);
-        inputType = GgmlType.F32;
-      }
-      const result = ops
-        .quantizeRowsAsync(out, entry.dstType, input, inputType, nRows, nCols, { fused })
-        .then(() => out);
-      result.catch(() => {}); // awaited later; never an unhandled rejection
-      return { index, slot, result };
-    };
-    const produce = async (index: number): Promise<Uint8Array> => {
-      options.signal?.throwIfAborted();
-      const job = pending?.index === index ? pending : startJob(index, 0);
-      pending = undefined;
-      const bytes = await job.result;
-      if (index + 1 < plan.length) {
-        options.signal?.throwIfAborted();
-        pending = startJob(index + 1, job.slot === 0 ? 1 : 0);
-      }
-      return bytes;
-    };
-
     const spec: GgufWriteSpec = {
       magic: file.magic,
       version: 3,
       metadata: quantizedMetadata(file.metadata.values(), target),
-      tensors: plan.map((entry, i) => ({
+      tensors: plan.map((entry) => ({
         name: entry.name,
         type: entry.dstType,
         ne: [...entry.ne],
-        data: () => produce(i),
+        data: () => new Uint8Array(0), // the writers below produce the data
       })),
     };
-    outputBytesTotal = layoutGguf(spec).totalBytes;
+    const layout = layoutGguf(spec);
+    outputBytesTotal = layout.totalBytes;
+    const onTensor = (index: number, bytesDone: number) => {
+      inputBytesDone += file.tensors[index]!.byteLength;
+      outputBytesDone = bytesDone;
+      report("done", index);
+    };
+    const run = { file, plan, layout, fused, signal: options.signal, report, onTensor };
     try {
-      await writeGguf(outputPath, spec, {
-        onProgress: (done, _total, bytesDone, bytesTotal) => {
-          inputBytesDone += file.tensors[done - 1]!.byteLength;
-          outputBytesDone = bytesDone;
-          outputBytesTotal = bytesTotal;
-          report("done", done - 1);
-        },
-      });
+      if (ops) await writeNative(outputPath, run);
+      else await writeReference(outputPath, spec, run);
     } catch (error) {
-      // A job still in flight reads the mapping and writes a buffer: let it finish first.
-      if (pending) await pending.result.catch(() => {});
       if (error instanceof QuantizeError) throw error;
       if (options.signal?.aborted && error === options.signal.reason) {
         throw new QuantizeError(`Quantization of "${inputPath}" was aborted; no output written`, {
@@ -489,4 +445,199 @@ export async function quantizeModel(
       ops?.setThreads(threadsBefore);
     }
   }
+}
+
+/** What the file writers of `quantizeModel` work from. */
+interface WriteRun {
+  file: GgufFile;
+  plan: readonly QuantizePlanEntry[];
+  layout: GgufLayout;
+  fused: boolean;
+  signal?: AbortSignal;
+  report: (phase: "start" | "done", index: number) => void;
+  onTensor: (index: number, outputBytesDone: number) => void;
+}
+
+/** Without the native library: the TS references, one tensor at a time through writeGguf. */
+async function writeReference(path: string, spec: GgufWriteSpec, run: WriteRun): Promise<void> {
+  const { file, plan, fused } = run;
+  await writeGguf(path, {
+    ...spec,
+    tensors: spec.tensors.map((t, i) => ({
+      ...t,
+      data: () => {
+        run.signal?.throwIfAborted();
+        run.report("start", i);
+        const entry = plan[i]!;
+        const src = file.tensorData(file.tensors[i]!);
+        if (entry.action === "copy") return src;
+        return quantize(entry.dstType, dequantize(entry.srcType, src), { fused });
+      },
+    })),
+  }, { onProgress: (done, _n, bytesDone) => run.onTensor(done - 1, bytesDone) });
+}
+
+/** Bytes of one staging buffer of the native writer. */
+const STAGE_BYTES = 32 << 20;
+/** O_DIRECT granularity: buffer addresses, lengths and file offsets. */
+const DIRECT_ALIGN = 4096;
+
+/**
+ * The native writer. The output streams through two 4 KiB-aligned staging buffers: the kernels
+ * quantize rows straight from the mapped input into a buffer (threaded), and while they fill
+ * one, the other is written to the file on a worker thread with O_DIRECT (no page-cache copy).
+ * A temporary file beside `path` is fdatasync()ed once at the end and renamed into place; on
+ * any failure it is removed.
+ */
+async function writeNative(path: string, run: WriteRun): Promise<void> {
+  const { file, plan, layout, fused } = run;
+  const tmp = tempPathBeside(path);
+  let fd: number;
+  try {
+    fd = native.fileCreate(tmp, true);
+  } catch (error) {
+    throw fileWriteError(path, error);
+  }
+  const stages = [native.alignedBuffer(STAGE_BYTES), native.alignedBuffer(STAGE_BYTES)];
+  let stage = stages[0]!;
+  let pos = 0; // bytes filled in `stage`
+  let fileOffset = 0; // file offset of stage[0]
+  let inFlight: Promise<void> | undefined;
+  const waitWrite = async () => {
+    const w = inFlight;
+    inFlight = undefined;
+    if (w) {
+      try {
+        await w;
+      } catch (error) {
+        throw fileWriteError(path, error);
+      }
+    }
+  };
+  // Writes the whole 4 KiB blocks of `stage` (all of it, zero-padded, at the end) and moves
+  // the partial block to the front of the other buffer.
+  const flush = async (final: boolean) => {
+    const n = final
+      ? Math.ceil(pos / DIRECT_ALIGN) * DIRECT_ALIGN
+      : Math.floor(pos / DIRECT_ALIGN) * DIRECT_ALIGN;
+    if (final) stage.fill(0, pos, n);
+    await waitWrite(); // the other buffer is free again
+    const other = stages[stage === stages[0] ? 1 : 0]!;
+    const tail = final ? 0 : pos - n;
+    other.set(stage.subarray(n, n + tail), 0);
+    if (n > 0) {
+      inFlight = native.filePwriteAsync(fd, stage.subarray(0, n), fileOffset);
+      inFlight.catch(() => {}); // awaited by waitWrite
+    }
+    fileOffset += n;
+    stage = other;
+    pos = tail;
+    if (final) await waitWrite();
+  };
+  const put = async (bytes: Uint8Array) => {
+    for (let at = 0; at < bytes.byteLength;) {
+      const n = Math.min(bytes.byteLength - at, STAGE_BYTES - pos);
+      stage.set(bytes.subarray(at, at + n), pos);
+      pos += n;
+      at += n;
+      if (pos === STAGE_BYTES) await flush(false);
+    }
+  };
+  const zeros = new Uint8Array(layout.alignment);
+  let ok = false;
+  try {
+    await put(layout.header);
+    for (let i = 0; i < plan.length; i++) {
+      run.signal?.throwIfAborted();
+      run.report("start", i);
+      const entry = plan[i]!;
+      const src = file.tensorData(file.tensors[i]!);
+      const { byteLength } = layout.tensors[i]!;
+      if (entry.action === "copy") {
+        await put(src);
+      } else {
+        const nCols = entry.ne[0]!;
+        const nRows = entry.ne.slice(1).reduce((a, b) => a * b, 1);
+        const rowBytes = native.rowByteLength(entry.dstType, nCols);
+        let input: Uint8Array | Float32Array = src;
+        let inputType = entry.srcType;
+        if (entry.action === "requantize") {
+          input = new Float32Array(nRows * nCols);
+          native.dequantizeRows(input, src, entry.srcType, nRows, nCols);
+          inputType = GgmlType.F32;
+        }
+        const srcRowBytes = nCols * (inputType === GgmlType.F32 ? 4 : 2);
+        const inputBytes = input instanceof Uint8Array
+          ? input
+          : new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
+        for (let r = 0; r < nRows;) {
+          let k = Math.min(nRows - r, Math.floor((STAGE_BYTES - pos) / rowBytes));
+          if (k === 0 && pos > 0) {
+            await flush(false);
+            continue;
+          }
+          let out: Uint8Array;
+          let staged = true;
+          if (k === 0) { // one row larger than a whole stage
+            k = 1;
+            out = new Uint8Array(rowBytes);
+            staged = false;
+          } else {
+            out = stage.subarray(pos, pos + k * rowBytes);
+          }
+          await native.quantizeRowsAsync(
+            out,
+            entry.dstType,
+            inputBytes.subarray(r * srcRowBytes, (r + k) * srcRowBytes),
+            inputType,
+            k,
+            nCols,
+            { fused },
+          );
+          if (staged) {
+            pos += k * rowBytes;
+            if (pos === STAGE_BYTES) await flush(false);
+          } else {
+            await put(out);
+          }
+          r += k;
+        }
+      }
+      const pad = alignUp(byteLength, layout.alignment) - byteLength;
+      if (pad > 0) await put(zeros.subarray(0, pad));
+      run.onTensor(i, fileOffset + pos);
+    }
+    await flush(true);
+    const size = layout.totalBytes;
+    try {
+      native.fileClose(fd, size, true);
+    } catch (error) {
+      fd = -1;
+      throw fileWriteError(path, error);
+    }
+    fd = -1;
+    try {
+      Deno.renameSync(tmp, path);
+    } catch (error) {
+      throw fileWriteError(path, error);
+    }
+    ok = true;
+  } finally {
+    if (!ok) {
+      // A write still in flight reads a stage buffer and the descriptor: let it finish first.
+      await inFlight?.catch(() => {});
+      if (fd >= 0) {
+        try {
+          native.fileClose(fd, -1, false);
+        } catch { /* already failing */ }
+      }
+      try {
+        Deno.removeSync(tmp);
+      } catch { /* never created or already gone */ }
+    }
+  }
+}
+
+function alignUp(n: number, alignment: number): number {
+  return Math.ceil(n / alignment) * alignment;
 }
