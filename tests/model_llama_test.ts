@@ -126,3 +126,26 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "Model.eval() on an F32 PWRI file made by our converter matches torch within 1e-4 relative",
+  ignore: !hasRef || !hasSharedFixture(`${DIR}/hf/pytorch_model.bin`),
+  async fn() {
+    const { convertModel } = await import("../src/convert/convert.ts");
+    const dir = await Deno.makeTempDir({ prefix: "pi-f32-" });
+    try {
+      const path = `${dir}/tiny.f32.gguf`;
+      await convertModel(sharedFixture(`${DIR}/hf`), path, {
+        outtype: "f32",
+        predictorDir: sharedFixture(`${DIR}/predictor`),
+      });
+      using model = loadModel(path, { nCtx: 64, kvType: "f32" });
+      equal(model.config.sparse, true);
+      for (const run of referenceRuns(reference.torch_f32_reference.results, "torch f32")) {
+        teacherForce(model, run, relDiff, 1e-4, 1e-3);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
