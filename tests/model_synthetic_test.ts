@@ -2,7 +2,7 @@
 // and F16, with an FFN width (100) that is no multiple of anything. The native CPU backend
 // must agree with the pure-TS spec backend, and a sparse model with every neuron forced on
 // must equal its dense twin.
-import { ok } from "node:assert/strict";
+import { deepStrictEqual, ok } from "node:assert/strict";
 import { CpuBackend } from "../src/backend/cpu.ts";
 import type { Backend } from "../src/backend/backend.ts";
 import { serializeGguf } from "../src/gguf/writer.ts";
@@ -275,5 +275,16 @@ Deno.test("Model.shiftContext() re-rotates the moved keys (1-layer model: equals
     model.reset();
     const fresh = model.eval([...kept, 264]);
     assertClose(shifted, fresh, kvType === "f32" ? 1e-4 : 2e-2, `logits after a shift (${kvType})`);
+  }
+});
+
+Deno.test("Model.eval() sparse logits are bit-identical with 1, 2 and 4 threads at n_ff 100", () => {
+  // n_ff 100 is no multiple of the 32-row chunks: the ragged last chunk must not change bits
+  for (const arch of ["llama", "bamboo"] as const) {
+    const path = pathOf({ arch, sparse: true, type: GgmlType.F16 });
+    const [one, ...rest] = [1, 2, 4].map((threads) =>
+      run(path, new CpuBackend({ threads })).flatMap((l) => [...l])
+    );
+    for (const other of rest) deepStrictEqual(other, one, arch);
   }
 });
