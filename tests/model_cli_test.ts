@@ -59,6 +59,8 @@ Deno.test("run: bad numbers are one line naming the option and what it accepts",
   await failsWithOneLine(["--keep", "-2"], /Invalid --keep -2/);
   await failsWithOneLine(["--repeat-last-n", "-5"], /Invalid --repeat-last-n -5/);
   await failsWithOneLine(["-l", "5x"], /Invalid --logit-bias 5x/);
+  await failsWithOneLine(["--rope-scale", "0"], /Invalid --rope-scale 0: expected a number > 0/);
+  await failsWithOneLine(["--rope-freq-scale", "0"], /RoPE base 10000 and scale 0 must be finite/);
 });
 
 Deno.test("run: unknown flags and bad --prompt-ids are one line pointing at --help", async () => {

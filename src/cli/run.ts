@@ -294,6 +294,9 @@ export async function main(args: string[]): Promise<number> {
     const nBatch = num(values, "batch-size");
     const ropeFreqBase = num(values, "rope-freq-base");
     const ropeScale = num(values, "rope-scale");
+    if (ropeScale === 0) {
+      throw new UsageError("Invalid --rope-scale 0: expected a number > 0 (the context factor)");
+    }
     const ropeFreqScale = num(values, "rope-freq-scale") ??
       (ropeScale !== undefined ? 1 / ropeScale : undefined);
     const vramBudget = num(values, "vram-budget");

@@ -189,8 +189,11 @@ export class Model implements Disposable {
       ropeFreqBase: options.ropeFreqBase ?? fileConfig.ropeFreqBase,
       ropeFreqScale: options.ropeFreqScale ?? fileConfig.ropeFreqScale,
     };
-    if (!(c.ropeFreqBase > 0) || !(c.ropeFreqScale > 0)) {
-      throw new RangeError(`RoPE base ${c.ropeFreqBase} and scale ${c.ropeFreqScale} must be > 0`);
+    const positive = (v: number) => Number.isFinite(v) && v > 0;
+    if (!positive(c.ropeFreqBase) || !positive(c.ropeFreqScale)) {
+      throw new RangeError(
+        `RoPE base ${c.ropeFreqBase} and scale ${c.ropeFreqScale} must be finite numbers > 0`,
+      );
     }
     this.config = c;
     this.tokenizer = tokenizerFromGguf(file);
