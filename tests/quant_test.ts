@@ -280,3 +280,23 @@ Deno.test("quantizeQ8_K() matches pi_quantize_q8_k_act", () => {
   const x = testValues(256 * 9, 22);
   assertSameBytes(quantizeQ8_KAct(x), quantizeQ8_K(x), "Q8_K activations", 292);
 });
+
+Deno.test("quantizeRows() Q6_K matches the TS reference on extreme and non-finite values", () => {
+  // The AVX2 scale search clamps in floats (exact for finite input); blocks holding Inf or NaN
+  // take the scalar search. Each 256-value block mixes one kind of extreme into random values.
+  const rnd = seededRandom(61);
+  const specials = [Infinity, -Infinity, NaN, 3e38, -3e38, 1e-30, 1.2e-30, 1e-40, 0];
+  const x = new Float32Array(256 * specials.length * 2);
+  for (let i = 0; i < x.length; i++) {
+    const block = Math.floor(i / 256);
+    const s = specials[block % specials.length]!;
+    const scale = block < specials.length ? 1 : 1e-31; // second half: values near the 1e-30 cut
+    x[i] = rnd() < 0.1 ? s : (rnd() - 0.5) * scale;
+  }
+  const want = quantize(GgmlType.Q6_K, x);
+  for (const ref of [false, true]) {
+    const got = new Uint8Array(want.length);
+    quantizeRows(got, GgmlType.Q6_K, x, GgmlType.F32, x.length / 256, 256, { ref });
+    assertSameBytes(got, want, `Q6_K extremes${ref ? " (ref)" : ""}`, 210);
+  }
+});

@@ -492,6 +492,7 @@ PI_TARGET_AVX2 static inline void q6_scales_avx2(const float *x, float *scales, 
     const __m256 sign = _mm256_set1_ps(-0.0f), magic = _mm256_set1_ps(12582912.0f);
     const __m256i mant = _mm256_set1_epi32(0x007fffff), bias = _mm256_set1_epi32(0x00400000);
     const __m256i lo = _mm256_set1_epi32(-32), hi = _mm256_set1_epi32(31);
+    const __m256 tlo = _mm256_set1_ps(12582912.0f - 32.0f), thi = _mm256_set1_ps(12582912.0f + 31.0f);
     float nums[Q6_TRIALS];
     nums[0] = 32.0f;
     for (int is = -9, k = 1; is <= 9; is++) {
@@ -521,11 +522,11 @@ PI_TARGET_AVX2 static inline void q6_scales_avx2(const float *x, float *scales, 
             for (int q = 0; q < 4; q++) sx[q] = s2[q] = _mm256_setzero_ps();
             for (int i = 0; i < 16; i++) {
                 for (int q = 0; q < 4; q++) {
-                    const __m256 t = _mm256_add_ps(_mm256_mul_ps(IS[p0 + q], X[i]), magic);
-                    __m256i l =
-                        _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t), mant), bias);
-                    l = _mm256_max_epi32(lo, _mm256_min_epi32(hi, l));
-                    const __m256 lf = _mm256_cvtepi32_ps(l);
+                    /* |iscale*x| <= 33 for finite input: t - magic is nearest_int's integer,
+                     * exactly, and clamping t in floats clamps it (fewer steps than the ints). */
+                    __m256 t = _mm256_add_ps(_mm256_mul_ps(IS[p0 + q], X[i]), magic);
+                    t = _mm256_min_ps(_mm256_max_ps(t, tlo), thi);
+                    const __m256 lf = _mm256_sub_ps(t, magic);
                     sx[q] = _mm256_add_ps(sx[q], _mm256_mul_ps(WX[i], lf));
                     s2[q] = _mm256_add_ps(s2[q], _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));
                 }
@@ -584,6 +585,17 @@ PI_TARGET_AVX2 static inline void q6_codes_final_avx2(const float *x, float dj, 
 PI_TARGET_AVX2 static inline void quantize_block_q6_k_avx2(const float *x, pi_block_q6_k *y) {
     int8_t L[256];
     float scales[16];
+    /* q6_scales_avx2 assumes finite input (its float clamp); Inf/NaN take the scalar search. */
+    __m256 nonfinite = _mm256_setzero_ps();
+    for (int i = 0; i < 256; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        nonfinite = _mm256_or_ps(nonfinite, _mm256_cmp_ps(_mm256_sub_ps(v, v), v, _CMP_UNORD_Q));
+    }
+    if (_mm256_movemask_ps(nonfinite) != 0) {
+        for (int ib = 0; ib < 16; ib++) scales[ib] = q6_make_scale(x + 16 * ib, L + 16 * ib);
+        q6_k_finish(x, scales, L, y, q6_codes_final_avx2);
+        return;
+    }
     q6_scales_avx2(x, scales, L);
     q6_k_finish(x, scales, L, y, q6_codes_final_avx2);
 }
