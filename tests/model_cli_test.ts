@@ -275,6 +275,6 @@ Deno.test("run: Ctrl-C stops an endless generation, prints the timings and exits
   equal(status.code, 130, err);
   ok(text.startsWith("A man is a"), text);
   match(err, /\ninterrupted\n/);
-  match(err, /llama_print_timings:        eval time = .* \/ +\d+ runs/);
+  match(err, /llama_print_timings: {8}eval time = .* \/ +\d+ runs/);
   ok(!/error:|\bat .*\.ts:\d+/.test(err), err);
 });
