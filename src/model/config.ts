@@ -88,6 +88,40 @@ function getFloat(file: GgufFile, key: string): number | undefined {
  * @returns The validated configuration.
  * @throws {ModelConfigError} If the architecture is unsupported or a key is missing or
  * inconsistent (head counts, head dims, GQA ratio, vocabulary size).
+ *
+ * @example A GQA header (8 heads sharing 2 KV heads), written and read in memory
+ * ```ts
+ * import { equal } from "node:assert/strict";
+ * import { readModelConfig } from "./config.ts";
+ * import { parseGguf } from "../gguf/reader.ts";
+ * import { serializeGguf } from "../gguf/writer.ts";
+ * import { GgmlType, GgufValueType } from "../gguf/types.ts";
+ * const u32 = (key: string, value: number) =>
+ *   ({ key, type: GgufValueType.UINT32, value }) as const;
+ * const bytes = await serializeGguf({
+ *   magic: "PWRI",
+ *   metadata: [
+ *     { key: "general.architecture", type: GgufValueType.STRING, value: "llama" },
+ *     u32("llama.embedding_length", 64),
+ *     u32("llama.feed_forward_length", 100),
+ *     u32("llama.block_count", 2),
+ *     u32("llama.attention.head_count", 8),
+ *     u32("llama.attention.head_count_kv", 2),
+ *     { key: "llama.attention.layer_norm_rms_epsilon", type: GgufValueType.FLOAT32, value: 1e-5 },
+ *   ],
+ *   tensors: [{
+ *     name: "token_embd.weight",
+ *     type: GgmlType.F32,
+ *     ne: [64, 10],
+ *     data: () => new Uint8Array(64 * 10 * 4),
+ *   }],
+ * });
+ * const c = readModelConfig(parseGguf(bytes));
+ * equal(c.sparse, true);
+ * equal(c.headDim, 8);
+ * equal(c.nEmbdGqa, 16);
+ * equal(c.nVocab, 10);
+ * ```
  */
 export function readModelConfig(file: GgufFile): ModelConfig {
   const arch = file.getString("general.architecture");
