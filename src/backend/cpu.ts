@@ -39,13 +39,34 @@ export interface CpuBackendOptions {
   threadsBatch?: number;
 }
 
-/** Runs the forward pass on the native CPU kernels. */
+/**
+ * Runs the forward pass on the native CPU kernels (ffi/ops.ts). The native thread pool is
+ * process-wide: each backend re-applies its own thread count before every threaded op, so two
+ * models with different `threads` can run in one process.
+ *
+ * @example Two threads, then a kernel through the backend
+ * ```ts ignore
+ * import { equal } from "node:assert/strict";
+ * import { CpuBackend, getThreads } from "@powerinfer/deno";
+ * const backend = new CpuBackend({ threads: 2 });
+ * equal(getThreads(), 2);
+ * equal(backend.name, "cpu (2 threads)");
+ * const out = new Float32Array(4);
+ * backend.rmsNorm(out, new Float32Array([1, 1, 1, 1]), new Float32Array([2, 2, 2, 2]), 0);
+ * equal(out[0], 2);
+ * ```
+ */
 export class CpuBackend implements Backend {
   readonly name: string;
   readonly #threads: number | undefined;
   readonly #threadsBatch: number | undefined;
 
-  /** @param options `threads`: sets the native pool's thread count now and before each op. */
+  /**
+   * @param options `threads`: sets the native pool's thread count now and before each op;
+   * `threadsBatch`: the count for multi-token batches.
+   * @throws {NativeLibraryError} If the kernel library cannot be loaded.
+   * @throws {RangeError} If a thread count is outside 0..1024.
+   */
   constructor(options: CpuBackendOptions = {}) {
     this.#threads = options.threads;
     this.#threadsBatch = options.threadsBatch;
