@@ -50,10 +50,15 @@ export function teacherForce(
     const top = run.steps_top5[s]!;
     equal(top.length, 5, `step ${s}: top-5`);
     const expected = run.generated_ids[s]!;
+    // greedy: the reference token is the reference top-1 (else the gap below means nothing)
+    equal(top[0]![0], expected, `step ${s}: reference top-1 is the generated token`);
+    ok(top.every((e, i) => i === 0 || top[i - 1]![1] >= e[1]), `step ${s}: top-5 sorted`);
     const gap = top[0]![1] - top[1]![1];
     const ours = argmax(logits);
+    // a flip is allowed only to a token the reference itself has within minGap of its top-1
+    const oursRef = top.find(([id]) => id === ours)?.[1];
     ok(
-      ours === expected || gap < minGap,
+      ours === expected || (gap < minGap && oursRef !== undefined && top[0]![1] - oursRef < minGap),
       `step ${s}: argmax ${ours} (${logits[ours]}), reference ${expected} (gap ${gap})`,
     );
     for (const [id, v] of top) {
