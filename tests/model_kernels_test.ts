@@ -4,6 +4,7 @@ import { ok, throws } from "node:assert/strict";
 import { activation, attention, attentionRef, kvStore, rope } from "../ffi/ops.ts";
 import { KernelError } from "../src/errors.ts";
 import { assertClose, seededRandom } from "./_helpers.ts";
+import { TsBackend } from "./_ts_backend.ts";
 
 const f32 = Math.fround;
 const f16 = Math.f16round;
@@ -13,8 +14,8 @@ function randomArray(n: number, seed: number, scale = 1): Float32Array {
   return Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
 }
 
-/** model.md §3, in f32 steps. */
-function ropeRef(
+/** model.md §3, in f32 steps: the TS spec backend's transcription (the same for every op). */
+const ropeRef = (
   x: Float32Array,
   nTokens: number,
   nHeads: number,
@@ -23,26 +24,7 @@ function ropeRef(
   mode: 0 | 2,
   base: number,
   fs: number,
-): void {
-  const step = f32(Math.pow(base, f32(-2 / hd)));
-  for (let t = 0; t < nTokens; t++) {
-    for (let h = 0; h < nHeads; h++) {
-      const o = (t * nHeads + h) * hd;
-      let theta = f32(pos[t]!);
-      if (mode === 2) theta = f32(theta * fs);
-      for (let k = 0; k < hd / 2; k++) {
-        const a = f32(fs * theta);
-        const c = f32(Math.cos(a)), s = f32(Math.sin(a));
-        const i0 = mode === 2 ? o + k : o + 2 * k;
-        const i1 = mode === 2 ? o + k + hd / 2 : o + 2 * k + 1;
-        const x0 = x[i0]!, x1 = x[i1]!;
-        x[i0] = f32(f32(x0 * c) - f32(x1 * s));
-        x[i1] = f32(f32(x0 * s) + f32(x1 * c));
-        theta = f32(theta * step);
-      }
-    }
-  }
-}
+) => new TsBackend().rope(x, nTokens, nHeads, hd, hd, pos, mode, base, fs);
 
 for (const mode of [0, 2] as const) {
   Deno.test(`rope() mode ${mode} matches the spec's iterative-angle formula`, () => {
