@@ -509,7 +509,12 @@ export class Model implements Disposable {
     options: GenerateOptions = {},
   ): AsyncGenerator<GeneratedToken, void, undefined> {
     this.#assertOpen();
-    if (this.#busy) throw new GenerationError("Another generation is running on this model");
+    if (this.#busy) {
+      throw new GenerationError(
+        "Another generation is running on this model: finish it, break out of its loop or " +
+          "call its return() first (or load a second Model)",
+      );
+    }
     const {
       maxTokens = 128,
       ignoreEos = false,
