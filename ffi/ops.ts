@@ -1027,3 +1027,28 @@ export function alignedBuffer(byteLength: number, alignment = 4096): Uint8Array 
   const skip = (alignment - (address % alignment)) % alignment;
   return raw.subarray(skip, skip + byteLength);
 }
+
+/** Opens `path` read-only (O_DIRECT when `direct` and allowed); returns the descriptor. */
+export function fileOpenRead(path: string, direct: boolean): number {
+  const fd = new Int32Array(1);
+  const cpath = new TextEncoder().encode(`${path}\0`);
+  check("pi_file_open_read", openNative().pi_file_open_read(cpath, direct ? 1 : 0, fd));
+  return fd[0]!;
+}
+
+/**
+ * Fills `bytes` from `offsetBytes` on a worker thread (short only at the end of the file);
+ * `bytes` must not be touched until it settles. A failure is retried on the calling thread,
+ * whose error message names the cause.
+ */
+export async function filePreadAsync(
+  fd: number,
+  bytes: Uint8Array,
+  offsetBytes: number,
+): Promise<void> {
+  const n = BigInt(bytes.byteLength);
+  const status = await openNative().pi_file_pread_nonblocking(fd, bytes, n, BigInt(offsetBytes));
+  if (status !== 0) {
+    check("pi_file_pread", openNative().pi_file_pread(fd, bytes, n, BigInt(offsetBytes)));
+  }
+}

@@ -386,6 +386,26 @@ export const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  pi_file_open_read: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+      "i32", // int32_t direct (1: try O_DIRECT)
+      "buffer", // int32_t *fd_out
+    ],
+    result: "i32",
+  },
+  pi_file_pread_nonblocking: {
+    name: "pi_file_pread",
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // void *buf (4 KiB-aligned for O_DIRECT)
+      "i64", // int64_t len
+      "i64", // int64_t offset
+    ],
+    result: "i32",
+    nonblocking: true,
+  },
+  pi_file_pread: { parameters: ["i32", "buffer", "i64", "i64"], result: "i32" },
   pi_file_close: {
     parameters: [
       "i32", // int32_t fd

@@ -83,15 +83,23 @@ async function writeSynthetic(
   return values;
 }
 
-for (const backend of ["native", "ref"] as const) {
+const VARIANTS = [
+  { backend: "native", inputIo: "mmap" },
+  { backend: "native", inputIo: "direct" },
+  { backend: "ref" },
+] as const;
+for (const { backend, ...io } of VARIANTS) {
+  const tag = "inputIo" in io ? `${backend}, ${io.inputIo} input` : backend;
   Deno.test({
-    name:
-      `quantizeModel() tiny f16 -> Q4_0 is byte-identical to PowerInfer's quantize (${backend})`,
+    name: `quantizeModel() tiny f16 -> Q4_0 is byte-identical to PowerInfer's quantize (${tag})`,
     ignore: !hasSharedFixture(TINY_F16),
     fn: () =>
       withTempDir(async (dir) => {
         const out = `${dir}/tiny.q4_0.gguf`;
-        const summary = await quantizeModel(sharedFixture(TINY_F16), out, "Q4_0", { backend });
+        const summary = await quantizeModel(sharedFixture(TINY_F16), out, "Q4_0", {
+          backend,
+          ...io,
+        });
         const actual = await Deno.readFile(out);
         const expected = await Deno.readFile(sharedFixture(TINY_Q4));
         assertSameModel(actual, expected);
@@ -107,7 +115,11 @@ Deno.test({
   fn: () =>
     withTempDir(async (dir) => {
       const out = `${dir}/fortune.q4_0.gguf`;
-      await quantizeModel(sharedFixture(FORTUNE_F16), out, "Q4_0", { threads: 2 });
+      // Read through the O_DIRECT input path (the tiny test above covers the mapping).
+      await quantizeModel(sharedFixture(FORTUNE_F16), out, "Q4_0", {
+        threads: 2,
+        inputIo: "direct",
+      });
       const actual = await Deno.readFile(out);
       const expected = await Deno.readFile(sharedFixture(FORTUNE_Q4));
       assertSameModel(actual, expected);

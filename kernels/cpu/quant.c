@@ -808,6 +808,45 @@ PI_API int pi_file_pwrite(int32_t fd, const void *buf, int64_t len, int64_t offs
     return PI_OK;
 }
 
+/* Opens `path` read-only, with O_DIRECT when `direct` and the file system allows it. */
+PI_API int pi_file_open_read(const char *path, int32_t direct, int32_t *fd_out) {
+    if (!path || !fd_out) return PI_FAIL(PI_ERR_ARG, "pi_file_open_read: NULL argument");
+    int fd = -1;
+#ifdef O_DIRECT
+    if (direct) fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+#endif
+    if (fd < 0) fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return PI_FAIL(PI_ERR_IO, "%s", strerror(errno));
+    *fd_out = fd;
+    return PI_OK;
+}
+
+/* Reads `len` bytes at `offset` (all of them, short only at the end of the file). */
+PI_API int pi_file_pread(int32_t fd, void *buf, int64_t len, int64_t offset) {
+    if (len < 0 || offset < 0 || (len > 0 && !buf)) {
+        return PI_FAIL(PI_ERR_ARG, "pi_file_pread: bad arguments");
+    }
+    uint8_t *p = (uint8_t *)buf;
+    while (len > 0) {
+        const ssize_t n = pread(fd, p, (size_t)len, (off_t)offset);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+#ifdef O_DIRECT
+            const int flags = fcntl(fd, F_GETFL);
+            if (errno == EINVAL && flags >= 0 && (flags & O_DIRECT)) {
+                if (fcntl(fd, F_SETFL, flags & ~O_DIRECT) == 0) continue;
+            }
+#endif
+            return PI_FAIL(PI_ERR_IO, "%s", strerror(errno));
+        }
+        if (n == 0) break;
+        p += n;
+        len -= n;
+        offset += n;
+    }
+    return PI_OK;
+}
+
 /* Truncates to `size` (the last aligned write may run past the end), optionally fdatasync()s,
  * closes. Closes even when a step fails. */
 PI_API int pi_file_close(int32_t fd, int64_t size, int32_t sync) {
