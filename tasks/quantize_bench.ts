@@ -12,8 +12,9 @@
  *   `dd iflag=nocache`), i.e. from the disk;
  * - `read O_DIRECT`: `dd iflag=direct bs=8M`, bypassing the page cache;
  * - `quantize warm` / `quantize cold`: `quantizeModel(in, out, "Q4_0")` end to end (plan, mmap,
- *   kernel, writes, temp file + rename), input cached / dropped first; the output is deleted
- *   and its dirty pages flushed (outside the timed region) before the next measurement.
+ *   kernel, O_DIRECT writes, fdatasync, temp file + rename), input cached / dropped first;
+ *   `quantize cold direct`: the same with `inputIo: "direct"` (O_DIRECT input reads). The
+ *   output is deleted and synced (outside the timed region) before the next measurement.
  * MB/s are of input bytes (10^6). Deletes everything it created unless `--keep`.
  *
  * @module
@@ -129,7 +130,14 @@ try {
   }
   await run("sync", []);
 
-  const names = ["read warm", "read cold", "read O_DIRECT", "quantize warm", "quantize cold"];
+  const names = [
+    "read warm",
+    "read cold",
+    "read O_DIRECT",
+    "quantize warm",
+    "quantize cold",
+    "quantize cold direct",
+  ];
   const samples = new Map<string, Sample[]>(names.map((n) => [n, []]));
   const cached = new Map<string, number[]>(names.map((n) => [n, []]));
   const record = async (name: string, cold: boolean, fn: () => unknown) => {
@@ -138,13 +146,13 @@ try {
     cached.get(name)!.push(await cachedFraction(input));
     samples.get(name)!.push(await timed(fn));
   };
-  const quantizeOnce = async () => {
-    await quantizeModel(input, output, "Q4_0");
+  const quantizeOnce = async (inputIo: "mmap" | "direct" = "mmap") => {
+    await quantizeModel(input, output, "Q4_0", { inputIo });
   };
   let outputBytes = 0;
   for (let r = 0; r < reps; r++) {
     await record("read warm", false, () => readThrough(input));
-    await record("quantize warm", false, quantizeOnce);
+    await record("quantize warm", false, () => quantizeOnce());
     outputBytes = Deno.statSync(output).size;
     await Deno.remove(output);
     await run("sync", []);
@@ -154,7 +162,10 @@ try {
       true,
       () => run("dd", [`if=${input}`, "of=/dev/null", "bs=8M", "iflag=direct", "status=none"]),
     );
-    await record("quantize cold", true, quantizeOnce);
+    await record("quantize cold", true, () => quantizeOnce());
+    await Deno.remove(output);
+    await run("sync", []);
+    await record("quantize cold direct", true, () => quantizeOnce("direct"));
     await Deno.remove(output);
     await run("sync", []);
   }
@@ -179,6 +190,8 @@ try {
     "quantize warm / read cold": median("quantize warm") / median("read cold"),
     "quantize cold / read cold": median("quantize cold") / median("read cold"),
     "quantize cold / read O_DIRECT": median("quantize cold") / median("read O_DIRECT"),
+    "quantize cold direct / read O_DIRECT": median("quantize cold direct") /
+      median("read O_DIRECT"),
   };
   if (values.json) {
     console.log(JSON.stringify(
@@ -196,14 +209,14 @@ try {
       const cpu = r.cpuSeconds.map((c) => c.toFixed(2)).join("/");
       const cachedPct = r.cachedBefore.map((c) => (c * 100).toFixed(0)).join("/");
       console.log(
-        `${r.name.padEnd(14)} ${r.mbPerSecond.toFixed(0).padStart(6)} [${r.min.toFixed(0)}..${
+        `${r.name.padEnd(20)} ${r.mbPerSecond.toFixed(0).padStart(6)} [${r.min.toFixed(0)}..${
           r.max.toFixed(0)
         }]  wall ${
           r.seconds.map((s) => s.toFixed(2)).join("/")
         } s  cpu ${cpu} s  cached ${cachedPct}%`,
       );
     }
-    for (const [k, v] of Object.entries(ratios)) console.log(`${k.padEnd(30)} ${v.toFixed(2)}`);
+    for (const [k, v] of Object.entries(ratios)) console.log(`${k.padEnd(36)} ${v.toFixed(2)}`);
   }
 } finally {
   await Deno.remove(output).catch(() => {});
