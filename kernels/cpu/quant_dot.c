@@ -365,6 +365,79 @@ __attribute__((target("avx2,fma,f16c"))) static void dot8_q4_0_q8_0x_avx2(
     hsum8_avx(acc, out);
 }
 
+// Nibbles via one 128-bit broadcast load and a per-half variable shift (0 for the low half, 4
+// for the high): two ALU ops instead of shift + insert + and.
+__attribute__((target("avx2,fma,f16c"))) static inline __m256i nibbles_q4_0_bc(const uint8_t *qs,
+                                                                                __m256i shift,
+                                                                                __m256i m4) {
+    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) qs));
+    return _mm256_and_si256(_mm256_srlv_epi64(t, shift), m4);
+}
+
+// Four Q4_0 rows (any addresses) against one q8_0x row: the activation loads and lane corrections
+// of a block are shared, and the four independent FMA chains hide the FMA latency that bounds a
+// single row. Each row keeps its own accumulator updated in block order and hsum_avx, so each
+// out[k] has exactly the bits of dot_q4_0_q8_0x_avx2(n, w[k], vy).
+__attribute__((target("avx2,fma,f16c"))) static void dot4_q4_0_q8_0x_avx2(
+    int64_t n, const uint8_t *const w[4], const uint8_t *const pf[4], const void *vy,
+    float out[4]) {
+    const int64_t nb = n / PI_QK8_0;
+    const int8_t *yq = pi_q8_0x_qs(vy);
+    const float *yd = pi_q8_0x_d(vy, nb);
+    const int32_t *c8 = pi_q8_0x_c8(vy, nb);
+    const pi_block_q4_0 *x0 = (const pi_block_q4_0 *) w[0], *x1 = (const pi_block_q4_0 *) w[1];
+    const pi_block_q4_0 *x2 = (const pi_block_q4_0 *) w[2], *x3 = (const pi_block_q4_0 *) w[3];
+    const __m256i shift = _mm256_setr_epi64x(0, 0, 4, 4);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+#define PI_Q4_LANES(xr, bb)                                                                     \
+    _mm256_cvtepi32_ps(_mm256_sub_epi32(                                                        \
+        _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_q4_0_bc((xr)[bb].qs, shift, m4), y),     \
+                          ones),                                                                \
+        c))
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        if (pf) { // the next rows at the same offset, 144 bytes per row per 8 blocks
+            for (int k = 0; k < 4; k++) {
+                const uint8_t *p = pf[k] + b * 18;
+                __builtin_prefetch(p, 0, 3);
+                __builtin_prefetch(p + 64, 0, 3);
+                __builtin_prefetch(p + 128, 0, 3);
+            }
+        }
+        _Alignas(32) float d[4][8];
+        const __m256 dy = _mm256_loadu_ps(yd + b);
+        _mm256_store_ps(d[0], _mm256_mul_ps(scales8((const uint8_t *) &x0[b].d, 18), dy));
+        _mm256_store_ps(d[1], _mm256_mul_ps(scales8((const uint8_t *) &x1[b].d, 18), dy));
+        _mm256_store_ps(d[2], _mm256_mul_ps(scales8((const uint8_t *) &x2[b].d, 18), dy));
+        _mm256_store_ps(d[3], _mm256_mul_ps(scales8((const uint8_t *) &x3[b].d, 18), dy));
+        for (int k = 0; k < 8; k++) {
+            const int64_t bk = b + k;
+            const __m256i y = _mm256_loadu_si256((const __m256i *) (yq + bk * 32));
+            const __m256i c = _mm256_loadu_si256((const __m256i *) (c8 + bk * 8));
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[0][k]), PI_Q4_LANES(x0, bk), a0);
+            a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[1][k]), PI_Q4_LANES(x1, bk), a1);
+            a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[2][k]), PI_Q4_LANES(x2, bk), a2);
+            a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[3][k]), PI_Q4_LANES(x3, bk), a3);
+        }
+    }
+    for (; b < nb; b++) {
+        const __m256i y = _mm256_loadu_si256((const __m256i *) (yq + b * 32));
+        const __m256i c = _mm256_loadu_si256((const __m256i *) (c8 + b * 8));
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x0[b].d) * yd[b]), PI_Q4_LANES(x0, b), a0);
+        a1 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x1[b].d) * yd[b]), PI_Q4_LANES(x1, b), a1);
+        a2 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x2[b].d) * yd[b]), PI_Q4_LANES(x2, b), a2);
+        a3 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x3[b].d) * yd[b]), PI_Q4_LANES(x3, b), a3);
+    }
+#undef PI_Q4_LANES
+    out[0] = hsum_avx(a0);
+    out[1] = hsum_avx(a1);
+    out[2] = hsum_avx(a2);
+    out[3] = hsum_avx(a3);
+}
+
 // One Q4_0 row against 4 q8_0x activation rows (stride `ys` bytes) for prompt batches: the
 // nibbles of each block are unpacked once for the 4 tokens; per token the bits of
 // dot_q4_0_q8_0x_avx2.
@@ -443,6 +516,23 @@ float pi_qd_dot_q4_0_q8_0x(int64_t n, const void *x, const void *y) {
 #endif
     return pi_qd_dot_q4_0_q8_0x_ref(n, x, y);
 }
+
+void pi_qd_dot4_q4_0_q8_0x(int64_t n, const uint8_t *const w[4], const uint8_t *const pf[4],
+                           const void *y, float out[4]) {
+#if defined(PI_QD_X86)
+    if (pi_qd_has_avx2()) {
+        dot4_q4_0_q8_0x_avx2(n, w, pf, y, out);
+        return;
+    }
+#endif
+    (void) pf;
+    for (int k = 0; k < 4; k++) out[k] = pi_qd_dot_q4_0_q8_0x_ref(n, w[k], y);
+}
+
+// Rows per pass of the Q4_0 matrix-vector path (4, or 1 for the one-row kernel): a knob for
+// bench/quant_dot_bench.ts to compare both in one run; the bits are the same either way.
+static int mm_q4_rows = 4;
+PI_API void pi_qd_set_q4_rows(int32_t rows) { mm_q4_rows = rows == 1 ? 1 : 4; }
 
 float pi_qd_dot_q8_0_q8_0x(int64_t n, const void *x, const void *y) {
 #if defined(PI_QD_X86)
@@ -654,7 +744,7 @@ static dot_fn api_dot(int type, int use_ref) {
     }
 }
 
-enum { MM_ROW_TILE = 16, MM_PF_ROWS = 8 };
+enum { MM_ROW_TILE = 16, MM_PF_ROWS = 8, MM_Q4_PF_ROWS = 4 }; // Q4_0 4-row passes prefetch the next pass
 
 static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
@@ -695,7 +785,19 @@ static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
         for (; t < c->n_tokens; t++) {
             const uint8_t *y = c->xq + t * c->xq_row_bytes;
             float *o = c->out + t * c->n_rows;
-            for (int64_t r = r0; r < r1; r++) {
+            int64_t r = r0;
+            if (!c->use_ref && c->type == MM_Q4_0 && mm_q4_rows == 4) {
+                for (; r + 4 <= r1; r += 4) {
+                    const uint8_t *rows[4], *next[4];
+                    const int64_t rn = r + MM_Q4_PF_ROWS + 4 <= i1 ? r + MM_Q4_PF_ROWS : r;
+                    for (int k = 0; k < 4; k++) {
+                        rows[k] = c->w + (r + k) * c->w_row_bytes;
+                        next[k] = c->w + (rn + k) * c->w_row_bytes;
+                    }
+                    pi_qd_dot4_q4_0_q8_0x(c->n_cols, rows, next, y, o + r);
+                }
+            }
+            for (; r < r1; r++) {
                 if (t == 0 && r + MM_PF_ROWS < i1) { // run ahead of the hardware prefetcher
                     const uint8_t *p = c->w + (r + MM_PF_ROWS) * c->w_row_bytes;
                     for (size_t off = 0; off < c->w_row_bytes; off += 64) __builtin_prefetch(p + off, 0, 0);

@@ -70,6 +70,10 @@ float pi_qd_dot_q8_0_q8_0_ref(int64_t n, const void *x, const void *y);
 // The same dots against q8_0x activations (the fast paths of matmul and the sparse kernels).
 float pi_qd_dot_q4_0_q8_0x(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q4_0_q8_0x_ref(int64_t n, const void *x, const void *y);
+// Four Q4_0 rows at any addresses against one q8_0x row; out[k] has the bits of
+// pi_qd_dot_q4_0_q8_0x(n, w[k], y). pf: NULL or four rows (same length) to prefetch in step.
+void pi_qd_dot4_q4_0_q8_0x(int64_t n, const uint8_t *const w[4], const uint8_t *const pf[4],
+                           const void *y, float out[4]);
 float pi_qd_dot_q8_0_q8_0x(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q8_0_q8_0x_ref(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q6_k_q8_k(int64_t n, const void *x, const void *y);

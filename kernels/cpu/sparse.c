@@ -709,9 +709,79 @@ static inline float ffn_neuron(const ffn_ctx *c, int64_t t, int64_t j) {
     return g * u;
 }
 
+// Q4_0 gate and up with kind 1/2 on AVX2: gate dots 4 neurons per pass, up dots 4 per pass over
+// the neurons whose gate is > 0 (pi_qd_dot4_q4_0_q8_0x: the same bits as one row at a time).
+static void ffn_list_q4_task(const ffn_ctx *c, int64_t i0, int64_t i1) {
+    const int64_t n = c->n_embd;
+    int32_t pend[4];
+    float pg[4];
+    int np = 0;
+    // rows are scattered: each 4-row pass prefetches, in step with its dots, the rows needed
+    // next (the gate pass the up rows of its group; the up pass the gate rows of the next group)
+    for (int64_t k = i0; k < i1 && k < i0 + 4; k++) {
+        prefetch_row(c->gate + (size_t) c->list[k] * c->gate_row, c->gate_row);
+    }
+    for (int64_t i = i0; i < i1; i += 4) {
+        const int64_t m = i1 - i < 4 ? i1 - i : 4;
+        const int has_next = i + 8 <= i1;
+        int next_fetched = 0;
+        float g[4];
+        if (m == 4) {
+            const uint8_t *rows[4], *ups[4];
+            for (int k = 0; k < 4; k++) {
+                rows[k] = c->gate + (size_t) c->list[i + k] * c->gate_row;
+                ups[k] = c->up + (size_t) c->list[i + k] * c->up_row;
+            }
+            pi_qd_dot4_q4_0_q8_0x(n, rows, ups, c->xg, g);
+        } else {
+            for (int64_t k = 0; k < m; k++) {
+                g[k] = pi_qd_dot_q4_0_q8_0x(n, c->gate + (size_t) c->list[i + k] * c->gate_row,
+                                            c->xg);
+            }
+        }
+        for (int64_t k = 0; k < m; k++) {
+            const int32_t j = c->list[i + k];
+            if (!(g[k] > 0.0f)) {
+                c->act[j] = 0.0f;
+                continue;
+            }
+            pend[np] = j;
+            pg[np++] = g[k];
+            if (np == 4) {
+                const uint8_t *rows[4], *next[4];
+                float u[4];
+                for (int q = 0; q < 4; q++) {
+                    rows[q] = c->up + (size_t) pend[q] * c->up_row;
+                    if (has_next) next[q] = c->gate + (size_t) c->list[i + 4 + q] * c->gate_row;
+                }
+                pi_qd_dot4_q4_0_q8_0x(n, rows, has_next && !next_fetched ? next : NULL, c->xu, u);
+                next_fetched = 1;
+                for (int q = 0; q < 4; q++) {
+                    c->act[pend[q]] = c->kind == 2 ? (u[q] > 0.0f ? pg[q] * u[q] : 0.0f)
+                                                   : pg[q] * u[q];
+                }
+                np = 0;
+            }
+        }
+        if (!next_fetched) {
+            for (int64_t k = i + 4; k < i1 && k < i + 8; k++) {
+                prefetch_row(c->gate + (size_t) c->list[k] * c->gate_row, c->gate_row);
+            }
+        }
+    }
+    for (int q = 0; q < np; q++) {
+        const float u = pi_qd_dot_q4_0_q8_0x(n, c->up + (size_t) pend[q] * c->up_row, c->xu);
+        c->act[pend[q]] = c->kind == 2 ? (u > 0.0f ? pg[q] * u : 0.0f) : pg[q] * u;
+    }
+}
+
 static void ffn_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
     const ffn_ctx *c = vc;
+    if (c->simd && c->kind != 3 && c->gate_type == PI_TYPE_Q4_0 && c->up_type == PI_TYPE_Q4_0) {
+        ffn_list_q4_task(c, i0, i1);
+        return;
+    }
     for (int64_t i = i0; i < i1; i++) {
         if (i + PF_AHEAD < i1) {
             const size_t j = (size_t) c->list[i + PF_AHEAD];
