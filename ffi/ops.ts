@@ -585,7 +585,8 @@ export function quantizeRows(
 
 /**
  * {@linkcode quantizeRows} on a worker thread: resolves when `dst` is filled. `dst` and `src`
- * must not be touched until then.
+ * must not be touched until then. `serial`: computed on that worker thread alone, not on the
+ * kernel thread pool, so that it can run beside other kernel calls (same bytes).
  */
 export async function quantizeRowsAsync(
   dst: Uint8Array,
@@ -594,10 +595,10 @@ export async function quantizeRowsAsync(
   srcType: GgmlType,
   nRows: number,
   nCols: number,
-  options: { fused?: boolean } = {},
+  options: { fused?: boolean; serial?: boolean } = {},
 ): Promise<void> {
   quantArgs(dst, dstType, src, srcType, nRows, nCols);
-  const flags = options.fused === false ? 1 : 0;
+  const flags = (options.fused === false ? 1 : 0) | (options.serial ? 2 : 0);
   const status = await openNative().pi_quantize_nonblocking(
     dst,
     dstType,

@@ -346,7 +346,7 @@ export const SYMBOLS = {
       "i32", // int32_t src_type (F32 or F16)
       "i64", // int64_t n_rows
       "i64", // int64_t n_cols (multiple of dst_type's block size)
-      "i32", // int32_t flags (PI_QUANT_UNFUSED = 1)
+      "i32", // int32_t flags (PI_QUANT_UNFUSED = 1, PI_QUANT_SERIAL = 2)
     ],
     result: "i32",
   },

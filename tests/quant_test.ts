@@ -6,6 +6,7 @@ import {
   quantizeQ8_0Act,
   quantizeQ8_KAct,
   quantizeRows,
+  quantizeRowsAsync,
   setThreads,
 } from "../ffi/ops.ts";
 import { GgmlType, ggmlTypeName } from "../src/gguf/types.ts";
@@ -258,6 +259,25 @@ Deno.test("quantizeRows() output does not depend on the thread count", () => {
   setThreads(0);
   assertSameBytes(outs[1]!, outs[0]!, "2 threads vs 1", 18);
   assertSameBytes(outs[2]!, outs[0]!, "3 threads vs 1", 18);
+});
+
+Deno.test("quantizeRowsAsync() serial (off the pool, beside a pool call) gives the same bytes", async () => {
+  const x = testValues(16 * 2048, 5);
+  const f16 = new Uint16Array(x.length);
+  for (let i = 0; i < x.length; i++) f16[i] = fp16FromF32(x[i]!);
+  for (const type of [GgmlType.Q6_K, GgmlType.Q4_0]) {
+    const size = quantize(type, new Float32Array(2048)).length * 16;
+    const pooled = new Uint8Array(size),
+      serial = new Uint8Array(size),
+      beside = new Uint8Array(size);
+    quantizeRows(pooled, type, f16, GgmlType.F16, 16, 2048);
+    await Promise.all([
+      quantizeRowsAsync(serial, type, f16, GgmlType.F16, 16, 2048, { serial: true }),
+      quantizeRowsAsync(beside, type, f16, GgmlType.F16, 16, 2048),
+    ]);
+    assertSameBytes(serial, pooled, `${ggmlTypeName(type)} serial`);
+    assertSameBytes(beside, pooled, `${ggmlTypeName(type)} pool beside serial`);
+  }
 });
 
 Deno.test("quantizeRows() refuses bad shapes and types", () => {

@@ -84,6 +84,7 @@ async function writeSynthetic(
 }
 
 const VARIANTS = [
+  { backend: "native", inputIo: "buffered" },
   { backend: "native", inputIo: "mmap" },
   { backend: "native", inputIo: "direct" },
   { backend: "ref" },

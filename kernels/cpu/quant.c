@@ -663,7 +663,7 @@ static int quantize_check(const char *fn, void *dst, int32_t dst_type, const voi
         return PI_FAIL(PI_ERR_SHAPE, "%s: row length %lld is not a multiple of the block size %lld",
                        fn, (long long)n_cols, (long long)block);
     }
-    if (flags & ~PI_QUANT_UNFUSED) return PI_FAIL(PI_ERR_ARG, "%s: unknown flags %d", fn, (int)flags);
+    if (flags & ~(PI_QUANT_UNFUSED | PI_QUANT_SERIAL)) return PI_FAIL(PI_ERR_ARG, "%s: unknown flags %d", fn, (int)flags);
     return PI_OK;
 }
 
@@ -674,13 +674,18 @@ static int quantize_run(void *dst, int32_t dst_type, const void *src, int32_t sr
     const int64_t n_blocks = n_rows * n_cols / c.block;
     /* Grain: 16384 elements per chunk at least (PowerInfer's quantize uses 32*512). */
     const int64_t grain = 16384 / c.block;
+    /* PI_QUANT_SERIAL: the whole range on this thread, leaving the pool to a concurrent call
+     * (quantizeModel computes a slow Q6_K tensor beside the streaming pipeline). */
+    const int serial = (flags & PI_QUANT_SERIAL) != 0;
 #if PI_X86
     if (!use_ref && pi_has_avx2()) {
-        pi_parallel_for(n_blocks, grain, quant_task_avx2, &c);
+        if (serial) quant_task_avx2(&c, 0, n_blocks, 0);
+        else pi_parallel_for(n_blocks, grain, quant_task_avx2, &c);
         return PI_OK;
     }
 #endif
-    pi_parallel_for(n_blocks, grain, quant_task_ref, &c);
+    if (serial) quant_task_ref(&c, 0, n_blocks, 0);
+    else pi_parallel_for(n_blocks, grain, quant_task_ref, &c);
     return PI_OK;
 }
 

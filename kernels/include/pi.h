@@ -156,6 +156,7 @@ PI_API int pi_activation_f32(float *out, const float *gate, const float *up, int
 /* flags bit: round x*id before adding the offset in Q4_0/Q5_0 (the spec's portable text);
  * without it x*id + 8.5 is one fused multiply-add, like PowerInfer's GCC-built x86 quantize. */
 #define PI_QUANT_UNFUSED 1
+#define PI_QUANT_SERIAL 2 /* run on the calling thread only, not the pool (a side job) */
 /* dst = n_rows rows of n_cols values of src (F32 or F16) as dst_type (F32, F16, Q4_0, Q5_0,
  * Q8_0 with the reference rounding, Q6_K); n_cols a multiple of the block size. Threaded; the
  * bytes do not depend on the thread count, and pi_quantize == pi_quantize_ref bit for bit. */

@@ -264,12 +264,13 @@ export interface QuantizeModelOptions extends QuantizePlanOptions {
   fused?: boolean;
   onProgress?: (progress: QuantizeProgress) => void;
   /**
-   * How the native path reads the input: "mmap" (default: the mapping, read ahead whole by the
-   * kernel), or "direct" (O_DIRECT reads of 16 MiB chunks on worker threads, three chunks ahead:
-   * less CPU, no page-cache fill, but always from the disk; on the 2-core test VM it was not
-   * faster than the mapping even from a cold cache, because the disk is shared with the writes).
+   * How the native path reads the input: "buffered" (default: plain pread()s of 8 MiB chunks on
+   * worker threads, seven chunks ahead of the kernels, so the disk always has several reads
+   * queued; from a cold cache this was 1.3-1.8x faster than the mapping on the 2-core test VM),
+   * "mmap" (the mapping, paged in on demand: no copy, so a little faster when the file is
+   * already cached), or "direct" (the same reads with O_DIRECT: no page cache, but slower here).
    */
-  inputIo?: "mmap" | "direct";
+  inputIo?: "mmap" | "direct" | "buffered";
   /** Aborting stops before the next tensor; no output file is left behind. */
   signal?: AbortSignal;
 }
@@ -427,7 +428,7 @@ export async function quantizeModel(
       report,
       onTensor,
       inputPath,
-      inputIo: options.inputIo ?? "mmap",
+      inputIo: options.inputIo ?? "buffered",
     };
     try {
       if (ops) await writeNative(outputPath, run);
@@ -473,7 +474,7 @@ interface WriteRun {
   signal?: AbortSignal;
   report: (phase: "start" | "done", index: number) => void;
   inputPath: string;
-  inputIo: "mmap" | "direct";
+  inputIo: "mmap" | "direct" | "buffered";
   onTensor: (index: number, outputBytesDone: number) => void;
 }
 
@@ -564,7 +565,8 @@ async function writeNative(path: string, run: WriteRun): Promise<void> {
   };
   const zeros = new Uint8Array(layout.alignment);
   let ok = false;
-  const source = new InputSource(file, plan, run.inputPath, run.inputIo);
+  const side = startSideJobs(run);
+  const source = new InputSource(file, plan, run.inputPath, run.inputIo, new Set(side.keys()));
   try {
     await put(layout.header);
     for (let i = 0; i < plan.length; i++) {
@@ -572,7 +574,12 @@ async function writeNative(path: string, run: WriteRun): Promise<void> {
       run.report("start", i);
       const entry = plan[i]!;
       const { byteLength } = layout.tensors[i]!;
-      if (entry.action === "copy") {
+      const sideJob = side.get(i);
+      if (sideJob) {
+        for (const _ of source.chunksOf(i)) await source.next(); // views, never read
+        await put(await sideJob);
+        side.delete(i); // its buffer can go
+      } else if (entry.action === "copy") {
         for (const _ of source.chunksOf(i)) await put(await source.next());
       } else {
         const nCols = entry.ne[0]!;
@@ -643,6 +650,8 @@ async function writeNative(path: string, run: WriteRun): Promise<void> {
     }
     ok = true;
   } finally {
+    // Side jobs read the mapping and fill their buffers: they finish before either goes away.
+    for (const job of side.values()) await job.catch(() => {});
     await source.close();
     if (!ok) {
       // A write still in flight reads a stage buffer and the descriptor: let it finish first.
@@ -659,19 +668,59 @@ async function writeNative(path: string, run: WriteRun): Promise<void> {
   }
 }
 
+/** Output bytes of a tensor computed beside the stream at most (held in memory until written). */
+const SIDE_MAX_BYTES = 1 << 30;
+
+/**
+ * Starts the side jobs of the native writer: tensors whose quantization is much slower than
+ * reading them (Q6_K: its scale search costs ~10x Q4_0's CPU; in PowerInfer's plan that is
+ * `output.weight`) are quantized into their own buffer from the start, on one worker thread
+ * outside the kernel pool, one after the other. Alone, such a tensor leaves the disk idle while
+ * the CPU works, and the Q4_0 tensors leave the CPU waiting for the disk; side by side, each
+ * fills the other's gaps. The stream writes a side tensor's buffer when it reaches its place,
+ * so the file's bytes and order are unchanged.
+ */
+function startSideJobs(run: WriteRun): Map<number, Promise<Uint8Array>> {
+  const jobs = new Map<number, Promise<Uint8Array>>();
+  let chain: Promise<unknown> = Promise.resolve();
+  run.plan.forEach((entry, i) => {
+    const byteLength = run.layout.tensors[i]!.byteLength;
+    if (entry.action !== "quantize" || entry.dstType !== GgmlType.Q6_K) return;
+    if (byteLength > SIDE_MAX_BYTES) return;
+    const nCols = entry.ne[0]!;
+    const nRows = byteLength / native.rowByteLength(entry.dstType, nCols);
+    const src = run.file.tensorData(run.file.tensors[i]!);
+    const job = chain.then(async () => {
+      const out = new Uint8Array(byteLength);
+      await native.quantizeRowsAsync(out, entry.dstType, src, entry.srcType, nRows, nCols, {
+        fused: run.fused,
+        serial: true,
+      });
+      return out;
+    });
+    job.catch(() => {}); // awaited by the stream (or its cleanup)
+    chain = job.catch(() => {});
+    jobs.set(i, job);
+  });
+  return jobs;
+}
+
 function alignUp(n: number, alignment: number): number {
   return Math.ceil(n / alignment) * alignment;
 }
 
 /** Bytes of input per chunk (whole rows; at least one row). */
-const INPUT_CHUNK_BYTES = 16 << 20;
-/** Input buffers of the O_DIRECT source: the chunk in use and up to three reads in flight. */
-const INPUT_BUFFERS = 4;
+const INPUT_CHUNK_BYTES = 8 << 20;
+/** Input buffers of the pread() source: the chunk in use and up to seven reads in flight. */
+const INPUT_BUFFERS = 8;
 
 /**
  * The input of the native writer as a list of chunks (tensor-relative byte ranges of whole rows)
- * served in order: views of the mapping, or O_DIRECT reads into four aligned buffers with the
- * next three chunks' reads in flight while the current one is quantized.
+ * served in order: views of the mapping, or pread()s (buffered, or O_DIRECT) into
+ * INPUT_BUFFERS aligned buffers with the next chunks' reads in flight while the current one is
+ * quantized. Several reads in flight keep the disk busy where the page-fault read-ahead of the
+ * mapping (one window at a time, and none while the CPU works) leaves it idle. Tensors in
+ * `skip` (computed by a side job from the mapping) are served as views, never read.
  */
 class InputSource {
   readonly #file: GgufFile;
@@ -686,10 +735,11 @@ class InputSource {
     file: GgufFile,
     plan: readonly QuantizePlanEntry[],
     path: string,
-    io: "mmap" | "direct",
+    io: "mmap" | "direct" | "buffered",
+    skip: ReadonlySet<number> = new Set(),
   ) {
     this.#file = file;
-    const direct = io === "direct";
+    const reads = io !== "mmap";
     for (let i = 0; i < plan.length; i++) {
       const entry = plan[i]!;
       const byteLength = file.tensors[i]!.byteLength;
@@ -705,14 +755,14 @@ class InputSource {
           index: i,
           start,
           end,
-          mapped: !direct || entry.action === "requantize",
+          mapped: !reads || entry.action === "requantize" || skip.has(i),
         });
         this.#byTensor[i]!++;
         if (end >= byteLength) break;
       }
     }
-    if (direct) {
-      this.#fd = native.fileOpenRead(path, true);
+    if (reads) {
+      this.#fd = native.fileOpenRead(path, io === "direct");
       const size = INPUT_CHUNK_BYTES + 2 * DIRECT_ALIGN;
       this.#buffers = Array.from({ length: INPUT_BUFFERS }, () => native.alignedBuffer(size));
     }
