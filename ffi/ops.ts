@@ -976,6 +976,22 @@ export function sparseFfn(
   );
 }
 
+// ---- page-cache residency of a mapped view (mmap.c) ----
+
+/**
+ * Bytes of `view` (a view of a file mapping) that are in the page cache (mincore; 0 where the
+ * kernel will not tell).
+ */
+export function mmapResidentBytes(view: Uint8Array): number {
+  if (view.byteLength === 0) return 0;
+  const out = new BigUint64Array(1);
+  check(
+    "pi_mmap_resident",
+    openNative().pi_mmap_resident(view, BigInt(view.byteLength), new Uint8Array(out.buffer)),
+  );
+  return Number(out[0]);
+}
+
 // ---- quantizeModel's output file (quant.c) ----
 
 /**

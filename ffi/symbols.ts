@@ -55,6 +55,14 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
+  pi_mmap_resident: {
+    parameters: [
+      "buffer", // const void *p (a view of a mapping)
+      "u64", // uint64_t len
+      "buffer", // uint64_t *resident (out, one u64)
+    ],
+    result: "i32",
+  },
 
   // ---- f16.c ----
   pi_f16_to_f32: {

@@ -1,6 +1,6 @@
 /**
  * `deno run -A tasks/quantize_bench.ts [--size-mb 1000] [--reps 3] [--dir /tmp/...] [--keep]
- * [--threads N] [--json]`: throughput of quantizing an F16 PWRI model to Q4_0 against reading
+ * [--threads N] [--drop-all] [--json]`: throughput of quantizing an F16 PWRI model to Q4_0 against reading
  * the same file, measured in one run, interleaved over repetitions (issue 6: "at least as fast
  * as reading the file").
  *
@@ -9,12 +9,16 @@
  * repository), then per repetition:
  * - `read warm`: read() through the whole file in 8 MiB chunks, pages cached;
  * - `read cold`: the same after dropping the file's pages (posix_fadvise DONTNEED through
- *   `dd iflag=nocache`), i.e. from the disk;
+ *   `dd iflag=nocache`; with `--drop-all`, `sync; echo 1 > /proc/sys/vm/drop_caches`, which
+ *   also evicts everybody else's cache), i.e. from the disk; the `cached` column (fincore)
+ *   shows the drop worked;
  * - `read O_DIRECT`: `dd iflag=direct bs=8M`, bypassing the page cache;
- * - `quantize warm` / `quantize cold`: `quantizeModel(in, out, "Q4_0")` end to end (plan, mmap,
- *   kernel, O_DIRECT writes, fdatasync, temp file + rename), input cached / dropped first;
- *   `quantize cold direct`: the same with `inputIo: "direct"` (O_DIRECT input reads). The
- *   output is deleted and synced (outside the timed region) before the next measurement.
+ * - `quantize warm` / `quantize cold`: `quantizeModel(in, out, "Q4_0")` end to end (plan, input
+ *   reads, kernels, O_DIRECT writes, fdatasync, temp file + rename) with its default input
+ *   path (`inputIo: "auto"`: the mapping when cached, buffered pread()s otherwise), input
+ *   cached / dropped first; `quantize cold mmap` / `quantize cold direct`: cold with
+ *   `inputIo: "mmap"` (page faults on the mapping) / `"direct"` (O_DIRECT reads). The output
+ *   is deleted and synced (outside the timed region) before the next measurement.
  * MB/s are of input bytes (10^6). Deletes everything it created unless `--keep`.
  *
  * @module
@@ -35,6 +39,7 @@ const { values } = parseArgs({
     keep: { type: "boolean", default: false },
     threads: { type: "string" },
     json: { type: "boolean", default: false },
+    "drop-all": { type: "boolean", default: false },
   },
 });
 
@@ -50,6 +55,11 @@ async function run(cmd: string, args: string[]): Promise<void> {
 
 /** Drops the file's cached pages (posix_fadvise DONTNEED; the file has no dirty pages). */
 async function dropCache(path: string): Promise<void> {
+  if (values["drop-all"]) {
+    await run("sync", []);
+    await Deno.writeTextFile("/proc/sys/vm/drop_caches", "1\n");
+    return;
+  }
   await run("dd", [`if=${path}`, "iflag=nocache", "count=0", "status=none"]);
 }
 
@@ -136,6 +146,7 @@ try {
     "read O_DIRECT",
     "quantize warm",
     "quantize cold",
+    "quantize cold mmap",
     "quantize cold direct",
   ];
   const samples = new Map<string, Sample[]>(names.map((n) => [n, []]));
@@ -146,7 +157,7 @@ try {
     cached.get(name)!.push(await cachedFraction(input));
     samples.get(name)!.push(await timed(fn));
   };
-  const quantizeOnce = async (inputIo: "mmap" | "direct" = "mmap") => {
+  const quantizeOnce = async (inputIo: "auto" | "mmap" | "direct" = "auto") => {
     await quantizeModel(input, output, "Q4_0", { inputIo });
   };
   let outputBytes = 0;
@@ -163,6 +174,9 @@ try {
       () => run("dd", [`if=${input}`, "of=/dev/null", "bs=8M", "iflag=direct", "status=none"]),
     );
     await record("quantize cold", true, () => quantizeOnce());
+    await Deno.remove(output);
+    await run("sync", []);
+    await record("quantize cold mmap", true, () => quantizeOnce("mmap"));
     await Deno.remove(output);
     await run("sync", []);
     await record("quantize cold direct", true, () => quantizeOnce("direct"));
@@ -190,6 +204,7 @@ try {
     "quantize warm / read cold": median("quantize warm") / median("read cold"),
     "quantize cold / read cold": median("quantize cold") / median("read cold"),
     "quantize cold / read O_DIRECT": median("quantize cold") / median("read O_DIRECT"),
+    "quantize cold mmap / read cold": median("quantize cold mmap") / median("read cold"),
     "quantize cold direct / read O_DIRECT": median("quantize cold direct") /
       median("read O_DIRECT"),
   };

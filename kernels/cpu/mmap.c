@@ -55,3 +55,27 @@ PI_API int pi_mmap_close(void *base, uint64_t len) {
     }
     return PI_OK;
 }
+
+/* Bytes of [p, p + len) (p rounded down to a page) in the page cache, by mincore(): how
+ * quantizeModel picks between the mapping (cached input) and read()s (input on the disk). A
+ * kernel that refuses to say counts as nothing cached. */
+PI_API int pi_mmap_resident(const void *p, uint64_t len, uint64_t *resident) {
+    if (!p || !resident) return PI_FAIL(PI_ERR_ARG, "pi_mmap_resident: NULL argument");
+    *resident = 0;
+    if (len == 0) return PI_OK;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t start = (uintptr_t)p & ~(page - 1);
+    const uintptr_t end = (uintptr_t)p + len;
+    enum { PIECE_PAGES = 1 << 16 };
+    unsigned char vec[PIECE_PAGES];
+    uint64_t pages = 0;
+    for (uintptr_t at = start; at < end; at += (uintptr_t)PIECE_PAGES * page) {
+        const uintptr_t n = end - at < (uintptr_t)PIECE_PAGES * page ? end - at
+                                                                     : (uintptr_t)PIECE_PAGES * page;
+        if (mincore((void *)at, (size_t)n, vec) != 0) return PI_OK;
+        for (uintptr_t i = 0; i < (n + page - 1) / page; i++) pages += vec[i] & 1;
+    }
+    const uint64_t bytes = pages * page;
+    *resident = bytes < len ? bytes : len;
+    return PI_OK;
+}

@@ -60,6 +60,8 @@ PI_API void pi_aligned_free(void *p);
 /* Maps `path` read-only (madvise WILLNEED); an empty file gives *base = NULL, *len = 0. */
 PI_API int pi_mmap_open(const char *path, void **base, uint64_t *len);
 PI_API int pi_mmap_close(void *base, uint64_t len);
+/* *resident = bytes of [p, p + len) in the page cache (mincore; 0 where it cannot tell). */
+PI_API int pi_mmap_resident(const void *p, uint64_t len, uint64_t *resident);
 
 /* ---- f16.c ---- */
 PI_API int pi_f16_to_f32(float *out, const uint16_t *src, int64_t n);
