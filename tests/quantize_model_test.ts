@@ -14,6 +14,8 @@ import {
   quantizeModel,
 } from "../src/quant/quantize_model.ts";
 import { loadModel } from "../src/model/model.ts";
+import { MappedFile } from "../ffi/mapped_file.ts";
+import { mmapResidentBytes } from "../ffi/ops.ts";
 import { hasSharedFixture, seededRandom, sharedFixture } from "./_helpers.ts";
 import { type RefRun, teacherForce } from "./_model_helpers.ts";
 
@@ -405,3 +407,14 @@ Deno.test({
       deepStrictEqual([...Deno.readDirSync(dir)], []);
     }),
 });
+
+Deno.test("mmapResidentBytes() sees a just-written file in the page cache", () =>
+  withTempDir(async (dir) => {
+    const path = `${dir}/cached.bin`;
+    await Deno.writeFile(path, new Uint8Array(1 << 20).fill(7));
+    using mapped = MappedFile.open(path);
+    const view = mapped.view();
+    const resident = mmapResidentBytes(view);
+    ok(resident > 0 && resident <= view.byteLength, `resident ${resident} of ${view.byteLength}`);
+    equal(mmapResidentBytes(view.subarray(0, 0)), 0);
+  }));
