@@ -15,7 +15,7 @@ import {
 } from "../src/quant/quantize_model.ts";
 import { loadModel } from "../src/model/model.ts";
 import { MappedFile } from "../ffi/mapped_file.ts";
-import { mmapResidentBytes } from "../ffi/ops.ts";
+import { mmapResidentBytes, quantizeRows } from "../ffi/ops.ts";
 import { hasSharedFixture, seededRandom, sharedFixture } from "./_helpers.ts";
 import { type RefRun, teacherForce } from "./_model_helpers.ts";
 
@@ -417,4 +417,26 @@ Deno.test("mmapResidentBytes() sees a just-written file in the page cache", () =
     const resident = mmapResidentBytes(view);
     ok(resident > 0 && resident <= view.byteLength, `resident ${resident} of ${view.byteLength}`);
     equal(mmapResidentBytes(view.subarray(0, 0)), 0);
+  }));
+
+Deno.test("quantizeModel() a large Q6_K tensor (side job) gives the same bytes on every input path", () =>
+  withTempDir(async (dir) => {
+    const input = `${dir}/in.gguf`;
+    await writeSynthetic(input, [
+      ["token_embd.weight", [256, 64]],
+      ["output.weight", [256, 17000]], // 8.7 MB of F16: more than one 8 MiB chunk
+    ]);
+    const outputs: Uint8Array[] = [];
+    for (const inputIo of ["mmap", "buffered", "direct"] as const) {
+      await quantizeModel(input, `${dir}/${inputIo}.gguf`, "Q4_0", { inputIo });
+      outputs.push(await Deno.readFile(`${dir}/${inputIo}.gguf`));
+    }
+    equal(firstDiff(outputs[1]!, outputs[0]!), -1, "buffered vs mmap");
+    equal(firstDiff(outputs[2]!, outputs[0]!), -1, "direct vs mmap");
+    const q = parseGguf(outputs[0]!);
+    const src = parseGguf(await Deno.readFile(input));
+    const info = src.tensor("output.weight")!;
+    const expected = new Uint8Array(q.tensor("output.weight")!.byteLength);
+    quantizeRows(expected, GgmlType.Q6_K, src.tensorData(info), GgmlType.F16, 17000, 256);
+    equal(firstDiff(q.tensorData(q.tensor("output.weight")!), expected), -1, "output.weight");
   }));
