@@ -69,31 +69,17 @@ export function profileActivations(
   let counts: Float64Array[] = [];
   let calls: number[] = [];
   let nFf = 0;
-  let loaded;
-  try {
-    loaded = loadModel(modelPath, {
-      nCtx: opts.nCtx ?? 0,
-      nBatch: opts.nBatch ?? 64,
-      threads: opts.threads,
-      ...(mode === "gate" ? { sparseThreshold: -Infinity } : {}),
-      onFfnActivation: (layer, active) => {
-        const c = counts[layer]!;
-        for (let j = 0; j < nFf; j++) c[j]! += active[j]!;
-        calls[layer]!++;
-      },
-    });
-  } catch (error) {
-    // A huge context size fails in the KV-cache allocation with a bare "allocation failed".
-    if (error instanceof RangeError && /allocation failed/i.test(error.message)) {
-      throw new GpuIndexError(
-        `Cannot allocate the KV cache for a context of ${opts.nCtx} tokens: give a smaller ` +
-          `context size (0 = the model's training context)`,
-        { cause: error },
-      );
-    }
-    throw error;
-  }
-  using model = loaded;
+  using model = loadModel(modelPath, {
+    nCtx: opts.nCtx ?? 0,
+    nBatch: opts.nBatch ?? 64,
+    threads: opts.threads,
+    ...(mode === "gate" ? { sparseThreshold: -Infinity } : {}),
+    onFfnActivation: (layer, active) => {
+      const c = counts[layer]!;
+      for (let j = 0; j < nFf; j++) c[j]! += active[j]!;
+      calls[layer]!++;
+    },
+  });
   const c = model.config;
   if (!c.sparse) {
     throw new GpuIndexError(
