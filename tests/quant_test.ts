@@ -320,3 +320,60 @@ Deno.test("quantizeRows() Q6_K matches the TS reference on extreme and non-finit
     assertSameBytes(got, want, `Q6_K extremes${ref ? " (ref)" : ""}`, 210);
   }
 });
+
+Deno.test("quantizeRows() Q6_K matches the TS reference on sub-blocks of mixed scales and kinds", () => {
+  // Every 16-value sub-block draws its own kind and scale, so one super-block mixes zero, tiny
+  // (scales rounding to 0: the search's codes are kept), single-signed, tied, half-step and huge
+  // sub-blocks; a few blocks hold Inf/NaN (the scalar search). Row counts cross the 4096-element
+  // chunks at odd places.
+  const rnd = seededRandom(67);
+  const shapes: [number, number][] = [[1, 256], [7, 512], [13, 768], [3, 4352]];
+  for (const [nRows, nCols] of shapes) {
+    const x = new Float32Array(nRows * nCols);
+    for (let s = 0; s < x.length / 16; s++) {
+      const kind = Math.floor(rnd() * 10);
+      const scale = 10 ** (rnd() * 60 - 30);
+      const m = (rnd() < 0.5 ? -1 : 1) * scale;
+      for (let i = 16 * s; i < 16 * s + 16; i++) {
+        const r = rnd() - 0.5;
+        switch (kind) {
+          case 0:
+            x[i] = 0;
+            break;
+          case 1:
+            x[i] = -Math.abs(r) * scale;
+            break;
+          case 2:
+            x[i] = Math.round(r * 8) / 4 * scale;
+            break;
+          case 3:
+            x[i] = r * scale * 1e-4;
+            break;
+          case 4:
+            x[i] = (i % 16 === 3 ? 1 : (Math.floor(r * 66) + 0.5) / 32) * m;
+            break;
+          case 5:
+            x[i] = (i % 16 === 0 ? 1 : Math.floor(r * 66) / 32) * m;
+            break;
+          case 6:
+            x[i] = r * 2e-30;
+            break;
+          case 7:
+            x[i] = r * 3e38;
+            break;
+          case 8:
+            x[i] = rnd() < 0.02 ? [Infinity, -Infinity, NaN][i % 3]! : r * scale;
+            break;
+          default:
+            x[i] = r * scale;
+        }
+      }
+    }
+    const want = quantize(GgmlType.Q6_K, x);
+    for (const ref of [false, true]) {
+      const got = new Uint8Array(want.length);
+      quantizeRows(got, GgmlType.Q6_K, x, GgmlType.F32, nRows, nCols, { ref });
+      assertSameBytes(got, want, `Q6_K mixed [${nRows}, ${nCols}]${ref ? " (ref)" : ""}`, 210);
+    }
+  }
+});

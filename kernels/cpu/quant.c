@@ -214,8 +214,9 @@ static inline void q6_codes_final(const float *x, float dj, int8_t *L) {
     }
 }
 
-static inline void q6_k_finish(const float *x, const float *scales, int8_t *L, pi_block_q6_k *y,
-                               q6_codes_fn codes) {
+/* The super-scale and the int8 scales of a block from its 16 sub-block scales; returns 0 (and
+ * zeroes the block) when every scale is 0, else 1 with the f32 value of the fp16 d in `*d`. */
+static inline int q6_k_head(const float *scales, pi_block_q6_k *y, float *d) {
     float max_scale = 0.0f, max_abs = 0.0f;
     for (int ib = 0; ib < 16; ib++) {
         const float a = fabsf(scales[ib]);
@@ -226,15 +227,22 @@ static inline void q6_k_finish(const float *x, const float *scales, int8_t *L, p
     }
     if (max_abs == 0.0f) { /* all sub-blocks zero (or NaN scales): a zero block */
         memset(y, 0, sizeof(*y));
-        return;
+        return 0;
     }
     const float iscale = -128.0f / max_scale;
     y->d = pi_fp32_to_fp16(1.0f / iscale);
-    const float d = pi_fp16_to_fp32(y->d);
+    *d = pi_fp16_to_fp32(y->d);
     for (int ib = 0; ib < 16; ib++) {
         const int s = nearest_int(iscale * scales[ib]);
         y->scales[ib] = (int8_t)(s < 127 ? s : 127);
     }
+    return 1;
+}
+
+static inline void q6_k_finish(const float *x, const float *scales, int8_t *L, pi_block_q6_k *y,
+                               q6_codes_fn codes) {
+    float d;
+    if (!q6_k_head(scales, y, &d)) return;
     for (int j = 0; j < 16; j++) {
         const float dj = d * (float)y->scales[j];
         if (dj == 0.0f) continue;
@@ -480,66 +488,107 @@ PI_TARGET_AVX2 static inline void quantize_block_q8_0_avx2(const float *x, pi_bl
     _mm256_storeu_si256((__m256i *)y->qs, b);
 }
 
-/* Q6_K's sub-block scale search with one AVX2 lane per sub-block (8 at a time): every lane runs
- * q6_make_scale's exact operation sequence (products, the 1.5*2^23 rounding add, in-order sums,
- * divisions), so the scales and codes are bit-identical to the scalar code. The 19 trial scales
- * do not depend on each other, only the choice between them does: their sums are computed four
- * trials at a time (four independent add chains in flight instead of one), then the choice runs
- * in the scalar order, and the codes are computed once, for the chosen scale. */
-#define Q6_TRIALS 20 /* the first scale, 18 tenths, one padding trial (ignored) */
-PI_TARGET_AVX2 static inline void q6_scales_avx2(const float *x, float *scales, int8_t *L) {
-    const __m256i stride = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
-    const __m256 sign = _mm256_set1_ps(-0.0f), magic = _mm256_set1_ps(12582912.0f);
-    const __m256i mant = _mm256_set1_epi32(0x007fffff), bias = _mm256_set1_epi32(0x00400000);
-    const __m256i lo = _mm256_set1_epi32(-32), hi = _mm256_set1_epi32(31);
-    const __m256 tlo = _mm256_set1_ps(12582912.0f - 32.0f), thi = _mm256_set1_ps(12582912.0f + 31.0f);
-    float nums[Q6_TRIALS];
-    nums[0] = 32.0f;
-    for (int is = -9, k = 1; is <= 9; is++) {
-        if (is != 0) nums[k++] = 32.0f + 0.1f * (float)is;
+/* 8x8 transpose: r[i] lane k becomes r[k] lane i. */
+PI_TARGET_AVX2 static inline void transpose8_ps(__m256 *r) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* sumlx and suml2 of n (<= 4) trial scales IS[0..n) at once (independent add chains), each in
+ * q6_sums's order. l = roundeven(iscale*x) is nearest_int's integer exactly (|iscale*x| <= 33 for
+ * finite input, and the 1.5*2^23 add rounds half to even too). The clamps are left out where no
+ * trial scale of the group can reach them: |iscale*x| <= num*(1 + 2^-23), so num <= 31.4 never
+ * rounds past +-31 and num <= 32.4 never below -32. */
+PI_TARGET_AVX2 __attribute__((always_inline)) static inline void q6_trial_sums(
+    const __m256 *IS, const __m256 *X, const __m256 *W, const __m256 *WX, int n, int clamp_lo,
+    int clamp_hi, __m256 *SX, __m256 *S2) {
+    const __m256 vlo = _mm256_set1_ps(-32.0f), vhi = _mm256_set1_ps(31.0f);
+    __m256 sx[4], s2[4];
+    for (int q = 0; q < n; q++) sx[q] = s2[q] = _mm256_setzero_ps();
+    for (int i = 0; i < 16; i++) {
+        for (int q = 0; q < n; q++) {
+            __m256 lf = _mm256_round_ps(_mm256_mul_ps(IS[q], X[i]),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            if (clamp_lo) lf = _mm256_max_ps(lf, vlo);
+            if (clamp_hi) lf = _mm256_min_ps(lf, vhi);
+            sx[q] = _mm256_add_ps(sx[q], _mm256_mul_ps(WX[i], lf));
+            s2[q] = _mm256_add_ps(s2[q], _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));
+        }
     }
-    nums[Q6_TRIALS - 1] = 32.0f;
+    for (int q = 0; q < n; q++) {
+        SX[q] = sx[q];
+        S2[q] = s2[q];
+    }
+}
+
+/* Q6_K's sub-block scale search with one AVX2 lane per sub-block (8 at a time, the inputs
+ * transposed once per group): every lane runs q6_make_scale's exact operation sequence (products,
+ * rounding, in-order sums, divisions), so the scales are bit-identical to the scalar code. The 19
+ * trial scales do not depend on each other, only the choice between them does: their sums are
+ * computed four trials at a time (stored by ascending num = 32 + 0.1*(k - 9), k = is + 9), then
+ * the choice runs in the scalar order. Out: the scales, the chosen iscale of each sub-block (its
+ * codes are computed only if q6_k_finish needs them) and a bit mask of the all-(near-)zero
+ * sub-blocks (codes 0). Finite input only. */
+#define Q6_TRIALS 19
+PI_TARGET_AVX2 static inline void q6_scales_avx2(const float *x, float *scales, float *iscales,
+                                                 int *zero_mask) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    float nums[Q6_TRIALS];
+    for (int k = 0; k < Q6_TRIALS; k++) nums[k] = 32.0f + 0.1f * (float)(k - 9);
+    int zero = 0;
     for (int g = 0; g < 2; g++) {
         __m256 X[16];
+        for (int k = 0; k < 8; k++) {
+            X[k] = _mm256_loadu_ps(x + 128 * g + 16 * k);
+            X[k + 8] = _mm256_loadu_ps(x + 128 * g + 16 * k + 8);
+        }
+        transpose8_ps(X);
+        transpose8_ps(X + 8);
         __m256 amax = _mm256_setzero_ps(), max = _mm256_setzero_ps();
         for (int i = 0; i < 16; i++) {
-            X[i] = _mm256_i32gather_ps(x + 128 * g + i, stride, 4);
             const __m256 a = _mm256_andnot_ps(sign, X[i]);
             const __m256 gt = _mm256_cmp_ps(a, amax, _CMP_GT_OQ);
             amax = _mm256_blendv_ps(amax, a, gt);
             max = _mm256_blendv_ps(max, X[i], gt);
         }
         const __m256 zero_lane = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-30f), _CMP_LT_OQ);
+        zero |= _mm256_movemask_ps(zero_lane) << (8 * g);
         __m256 W[16], WX[16]; /* w = x*x and w*x do not change between trial scales */
         for (int i = 0; i < 16; i++) {
             W[i] = _mm256_mul_ps(X[i], X[i]);
             WX[i] = _mm256_mul_ps(W[i], X[i]);
         }
         __m256 IS[Q6_TRIALS], SX[Q6_TRIALS], S2[Q6_TRIALS];
-        for (int p = 0; p < Q6_TRIALS; p++) IS[p] = _mm256_div_ps(_mm256_set1_ps(-nums[p]), max);
-        for (int p0 = 0; p0 < Q6_TRIALS; p0 += 4) {
-            __m256 sx[4], s2[4];
-            for (int q = 0; q < 4; q++) sx[q] = s2[q] = _mm256_setzero_ps();
-            for (int i = 0; i < 16; i++) {
-                for (int q = 0; q < 4; q++) {
-                    /* |iscale*x| <= 33 for finite input: t - magic is nearest_int's integer,
-                     * exactly, and clamping t in floats clamps it (fewer steps than the ints). */
-                    __m256 t = _mm256_add_ps(_mm256_mul_ps(IS[p0 + q], X[i]), magic);
-                    t = _mm256_min_ps(_mm256_max_ps(t, tlo), thi);
-                    const __m256 lf = _mm256_sub_ps(t, magic);
-                    sx[q] = _mm256_add_ps(sx[q], _mm256_mul_ps(WX[i], lf));
-                    s2[q] = _mm256_add_ps(s2[q], _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));
-                }
-            }
-            for (int q = 0; q < 4; q++) {
-                SX[p0 + q] = sx[q];
-                S2[p0 + q] = s2[q];
-            }
-        }
-        __m256 scale = _mm256_div_ps(SX[0], S2[0]);
-        __m256 best = _mm256_mul_ps(scale, SX[0]);
-        __m256 chosen = IS[0];
-        for (int p = 1; p < Q6_TRIALS - 1; p++) {
+        for (int k = 0; k < Q6_TRIALS; k++) IS[k] = _mm256_div_ps(_mm256_set1_ps(-nums[k]), max);
+        q6_trial_sums(IS + 0, X, W, WX, 4, 0, 0, SX + 0, S2 + 0);   /* 31.1 .. 31.4 */
+        q6_trial_sums(IS + 4, X, W, WX, 4, 0, 1, SX + 4, S2 + 4);   /* 31.5 .. 31.8 */
+        q6_trial_sums(IS + 8, X, W, WX, 4, 0, 1, SX + 8, S2 + 8);   /* 31.9 .. 32.2 */
+        q6_trial_sums(IS + 12, X, W, WX, 4, 1, 1, SX + 12, S2 + 12); /* 32.3 .. 32.6 */
+        q6_trial_sums(IS + 16, X, W, WX, 3, 1, 1, SX + 16, S2 + 16); /* 32.7 .. 32.9 */
+        __m256 scale = _mm256_div_ps(SX[9], S2[9]);
+        __m256 best = _mm256_mul_ps(scale, SX[9]);
+        __m256 chosen = IS[9];
+        for (int is = -9; is <= 9; is++) {
+            if (is == 0) continue;
+            const int p = is + 9;
             const __m256 take = _mm256_and_ps(
                 _mm256_cmp_ps(S2[p], _mm256_setzero_ps(), _CMP_GT_OQ),
                 _mm256_cmp_ps(_mm256_mul_ps(SX[p], SX[p]), _mm256_mul_ps(best, S2[p]), _CMP_GT_OQ));
@@ -549,22 +598,11 @@ PI_TARGET_AVX2 static inline void q6_scales_avx2(const float *x, float *scales, 
             best = _mm256_blendv_ps(best, _mm256_mul_ps(scale_n, SX[p]), take);
             chosen = _mm256_blendv_ps(chosen, IS[p], take);
         }
-        /* Lanes whose sub-block is all (near) zero: scale 0, codes 0 (not 32). */
-        scale = _mm256_andnot_ps(zero_lane, scale);
-        const __m256i keep = _mm256_castps_si256(zero_lane);
-        _mm256_storeu_ps(scales + 8 * g, scale);
-        int32_t tmp[16][8];
-        for (int i = 0; i < 16; i++) {
-            const __m256 t = _mm256_add_ps(_mm256_mul_ps(chosen, X[i]), magic);
-            __m256i l = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t), mant), bias);
-            l = _mm256_max_epi32(lo, _mm256_min_epi32(hi, l));
-            const __m256i codes = _mm256_add_epi32(l, _mm256_set1_epi32(32));
-            _mm256_storeu_si256((__m256i *)tmp[i], _mm256_andnot_si256(keep, codes));
-        }
-        for (int k = 0; k < 8; k++) {
-            for (int i = 0; i < 16; i++) L[16 * (8 * g + k) + i] = (int8_t)tmp[i][k];
-        }
+        /* Lanes whose sub-block is all (near) zero: scale 0 (codes 0, see zero_mask). */
+        _mm256_storeu_ps(scales + 8 * g, _mm256_andnot_ps(zero_lane, scale));
+        _mm256_storeu_ps(iscales + 8 * g, chosen);
     }
+    *zero_mask = zero;
 }
 #undef Q6_TRIALS
 
@@ -582,10 +620,35 @@ PI_TARGET_AVX2 static inline void q6_codes_final_avx2(const float *x, float dj, 
     _mm_storeu_si128((__m128i *)L, pack16_u8(l[0], l[1]));
 }
 
+/* q6_pack of codes 0..63, 32 bytes per step. */
+PI_TARGET_AVX2 static inline void q6_pack_avx2(const int8_t *L, pi_block_q6_k *y) {
+    const __m256i m15 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    const __m256i m12 = _mm256_set1_epi8(12), m48 = _mm256_set1_epi8(48);
+    const __m256i m192 = _mm256_set1_epi8((char)192);
+    for (int h = 0; h < 2; h++) {
+        const __m256i a = _mm256_loadu_si256((const __m256i *)(L + 128 * h));
+        const __m256i b = _mm256_loadu_si256((const __m256i *)(L + 128 * h + 32));
+        const __m256i c = _mm256_loadu_si256((const __m256i *)(L + 128 * h + 64));
+        const __m256i e = _mm256_loadu_si256((const __m256i *)(L + 128 * h + 96));
+        const __m256i ql0 = _mm256_or_si256(_mm256_and_si256(a, m15),
+                                            _mm256_slli_epi16(_mm256_and_si256(c, m15), 4));
+        const __m256i ql1 = _mm256_or_si256(_mm256_and_si256(b, m15),
+                                            _mm256_slli_epi16(_mm256_and_si256(e, m15), 4));
+        const __m256i qh = _mm256_or_si256(
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m3),
+                            _mm256_and_si256(_mm256_srli_epi16(b, 2), m12)),
+            _mm256_or_si256(_mm256_and_si256(c, m48),
+                            _mm256_and_si256(_mm256_slli_epi16(e, 2), m192)));
+        _mm256_storeu_si256((__m256i *)(y->ql + 64 * h), ql0);
+        _mm256_storeu_si256((__m256i *)(y->ql + 64 * h + 32), ql1);
+        _mm256_storeu_si256((__m256i *)(y->qh + 32 * h), qh);
+    }
+}
+
 PI_TARGET_AVX2 static inline void quantize_block_q6_k_avx2(const float *x, pi_block_q6_k *y) {
     int8_t L[256];
     float scales[16];
-    /* q6_scales_avx2 assumes finite input (its float clamp); Inf/NaN take the scalar search. */
+    /* q6_scales_avx2 assumes finite input (its rounding); Inf/NaN take the scalar search. */
     __m256 nonfinite = _mm256_setzero_ps();
     for (int i = 0; i < 256; i += 8) {
         const __m256 v = _mm256_loadu_ps(x + i);
@@ -596,8 +659,17 @@ PI_TARGET_AVX2 static inline void quantize_block_q6_k_avx2(const float *x, pi_bl
         q6_k_finish(x, scales, L, y, q6_codes_final_avx2);
         return;
     }
-    q6_scales_avx2(x, scales, L);
-    q6_k_finish(x, scales, L, y, q6_codes_final_avx2);
+    float iscales[16], d;
+    int zero;
+    q6_scales_avx2(x, scales, iscales, &zero);
+    if (!q6_k_head(scales, y, &d)) return;
+    for (int j = 0; j < 16; j++) {
+        const float dj = d * (float)y->scales[j];
+        if (dj != 0.0f) q6_codes_final_avx2(x + 16 * j, dj, L + 16 * j);
+        else if (zero >> j & 1) memset(L + 16 * j, 0, 16); /* q6_make_scale's codes */
+        else q6_codes(x + 16 * j, iscales[j], L + 16 * j);
+    }
+    q6_pack_avx2(L, y);
 }
 
 PI_TARGET_AVX2 static void quant_task_avx2(void *vctx, int64_t b0, int64_t b1, int thread_index) {
