@@ -544,7 +544,8 @@ PI_TARGET_AVX2 __attribute__((always_inline)) static inline void q6_trial_sums(
  * rounding, in-order sums, divisions), so the scales are bit-identical to the scalar code. The 19
  * trial scales do not depend on each other, only the choice between them does: their sums are
  * computed four trials at a time (stored by ascending num = 32 + 0.1*(k - 9), k = is + 9), then
- * the choice runs in the scalar order. Out: the scales, the chosen iscale of each sub-block (its
+ * the choice runs in the scalar order, as blends (every trial's division is computed: off the
+ * choice's dependency chain, cheaper than a mispredicted branch). Out: the scales, the chosen iscale of each sub-block (its
  * codes are computed only if q6_k_finish needs them) and a bit mask of the all-(near-)zero
  * sub-blocks (codes 0). Finite input only. */
 #define Q6_TRIALS 19
@@ -592,7 +593,6 @@ PI_TARGET_AVX2 static inline void q6_scales_avx2(const float *x, float *scales, 
             const __m256 take = _mm256_and_ps(
                 _mm256_cmp_ps(S2[p], _mm256_setzero_ps(), _CMP_GT_OQ),
                 _mm256_cmp_ps(_mm256_mul_ps(SX[p], SX[p]), _mm256_mul_ps(best, S2[p]), _CMP_GT_OQ));
-            if (_mm256_movemask_ps(take) == 0) continue;
             const __m256 scale_n = _mm256_div_ps(SX[p], S2[p]);
             scale = _mm256_blendv_ps(scale, scale_n, take);
             best = _mm256_blendv_ps(best, _mm256_mul_ps(scale_n, SX[p]), take);
