@@ -545,9 +545,9 @@ PI_TARGET_AVX2 __attribute__((always_inline)) static inline void q6_trial_sums(
  * trial scales do not depend on each other, only the choice between them does: their sums are
  * computed four trials at a time (stored by ascending num = 32 + 0.1*(k - 9), k = is + 9), then
  * the choice runs in the scalar order, as blends (every trial's division is computed: off the
- * choice's dependency chain, cheaper than a mispredicted branch). Out: the scales, the chosen iscale of each sub-block (its
- * codes are computed only if q6_k_finish needs them) and a bit mask of the all-(near-)zero
- * sub-blocks (codes 0). Finite input only. */
+ * choice's dependency chain, cheaper than a mispredicted branch). Out: the scales, the chosen
+ * iscale of each sub-block (its codes are computed only if q6_k_finish needs them) and a bit mask
+ * of the all-(near-)zero sub-blocks (codes 0). Finite input only. */
 #define Q6_TRIALS 19
 PI_TARGET_AVX2 static inline void q6_scales_avx2(const float *x, float *scales, float *iscales,
                                                  int *zero_mask) {
