@@ -374,6 +374,28 @@ __attribute__((target("avx2,fma,f16c"))) static inline __m256i nibbles_q4_0_bc(c
     return _mm256_and_si256(_mm256_srlv_epi64(t, shift), m4);
 }
 
+// The fp16 scales of 8 consecutive Q4_0 blocks of one row (the 144 bytes from p = &x[b].d) as
+// f32, in the order of blocks 0,2,4,6,1,3,5,7 (Q4_PERM): 32-byte chunk i of the span holds the
+// scales of blocks 2i (bytes 4i..4i+1) and 2i+1 (bytes 16+4i+2..+3), so three dword blends, one
+// in-lane byte shuffle and one qword permute gather them: far fewer shuffle-port operations than
+// eight 2-byte inserts, which bound the 4-row kernel.
+__attribute__((target("avx2,fma,f16c"))) static inline __m256 scales8_q4_0_perm(const uint8_t *p) {
+    const __m256i c0 = _mm256_loadu_si256((const __m256i *) p);
+    const __m256i c1 = _mm256_loadu_si256((const __m256i *) (p + 32));
+    const __m256i c2 = _mm256_loadu_si256((const __m256i *) (p + 64));
+    const __m256i c3 = _mm256_loadu_si256((const __m256i *) (p + 96));
+    __m256i r = _mm256_blend_epi32(c0, c1, 0x22);
+    r = _mm256_blend_epi32(r, c2, 0x44);
+    r = _mm256_blend_epi32(r, c3, 0x88);
+    const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
+                                          2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1,
+                                          -1);
+    r = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(r, pick), 0x08);
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(r));
+}
+// Where block k of the 8 sits in scales8_q4_0_perm's output.
+#define Q4_PERM(k) (((k) & 1) * 4 + ((k) >> 1))
+
 // Four Q4_0 rows (any addresses) against one q8_0x row: the activation loads and lane corrections
 // of a block are shared, and the four independent FMA chains hide the FMA latency that bounds a
 // single row. Each row keeps its own accumulator updated in block order and hsum_avx, so each
@@ -408,19 +430,20 @@ __attribute__((target("avx2,fma,f16c"))) static void dot4_q4_0_q8_0x_avx2(
             }
         }
         _Alignas(32) float d[4][8];
-        const __m256 dy = _mm256_loadu_ps(yd + b);
-        _mm256_store_ps(d[0], _mm256_mul_ps(scales8((const uint8_t *) &x0[b].d, 18), dy));
-        _mm256_store_ps(d[1], _mm256_mul_ps(scales8((const uint8_t *) &x1[b].d, 18), dy));
-        _mm256_store_ps(d[2], _mm256_mul_ps(scales8((const uint8_t *) &x2[b].d, 18), dy));
-        _mm256_store_ps(d[3], _mm256_mul_ps(scales8((const uint8_t *) &x3[b].d, 18), dy));
+        const __m256 dy = _mm256_permutevar8x32_ps(_mm256_loadu_ps(yd + b),
+                                                   _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+        _mm256_store_ps(d[0], _mm256_mul_ps(scales8_q4_0_perm((const uint8_t *) &x0[b].d), dy));
+        _mm256_store_ps(d[1], _mm256_mul_ps(scales8_q4_0_perm((const uint8_t *) &x1[b].d), dy));
+        _mm256_store_ps(d[2], _mm256_mul_ps(scales8_q4_0_perm((const uint8_t *) &x2[b].d), dy));
+        _mm256_store_ps(d[3], _mm256_mul_ps(scales8_q4_0_perm((const uint8_t *) &x3[b].d), dy));
         for (int k = 0; k < 8; k++) {
             const int64_t bk = b + k;
             const __m256i y = _mm256_loadu_si256((const __m256i *) (yq + bk * 32));
             const __m256i c = _mm256_loadu_si256((const __m256i *) (c8 + bk * 8));
-            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[0][k]), PI_Q4_LANES(x0, bk), a0);
-            a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[1][k]), PI_Q4_LANES(x1, bk), a1);
-            a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[2][k]), PI_Q4_LANES(x2, bk), a2);
-            a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[3][k]), PI_Q4_LANES(x3, bk), a3);
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[0][Q4_PERM(k)]), PI_Q4_LANES(x0, bk), a0);
+            a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[1][Q4_PERM(k)]), PI_Q4_LANES(x1, bk), a1);
+            a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[2][Q4_PERM(k)]), PI_Q4_LANES(x2, bk), a2);
+            a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[3][Q4_PERM(k)]), PI_Q4_LANES(x3, bk), a3);
         }
     }
     for (; b < nb; b++) {
