@@ -103,71 +103,82 @@ function attentionSpec(
   return out;
 }
 
+// The second shape leaves tails for the AVX2 kernel's 8-wide loads and 4-row passes.
+const ATTENTION_SHAPES = [[40, 6, 2, 32, 32], [50, 4, 2, 18, 37]] as const;
 for (const kv of ["f16", "f32"] as const) {
-  Deno.test(`attention() with a ${kv} cache matches the spec (GQA 6/2, causal mask, empty cells)`, () => {
-    const [nCtx, nHead, nHeadKv, hd] = [40, 6, 2, 32];
-    const nEmbdGqa = nHeadKv * hd;
-    const kCache = kv === "f16"
-      ? new Uint16Array(nCtx * nEmbdGqa)
-      : new Float32Array(nCtx * nEmbdGqa);
-    const vCache = kv === "f16"
-      ? new Uint16Array(nCtx * nEmbdGqa)
-      : new Float32Array(nCtx * nEmbdGqa);
-    const cellPos = new Int32Array(nCtx).fill(-1);
-    // 7 cached tokens (positions 0..6), then a batch of 3 new tokens at 7..9
-    const nCells = 10;
-    const k = randomArray(nCells * nEmbdGqa, 11, 2);
-    const v = randomArray(nCells * nEmbdGqa, 12);
-    kvStore(
-      kCache,
-      vCache,
-      nCtx,
-      nEmbdGqa,
-      k,
-      v,
-      nCells,
-      Int32Array.from({ length: nCells }, (_, i) => i),
-    );
-    for (let i = 0; i < nCells; i++) cellPos[i] = i;
-    const nTokens = 3;
-    const q = randomArray(nTokens * nHead * hd, 13, 2);
-    const qPos = Int32Array.of(7, 8, 9);
-    const nKv = 32;
-    const out = new Float32Array(nTokens * nHead * hd);
-    attention(
-      out,
-      q,
-      kCache,
-      vCache,
-      nCtx,
-      nKv,
-      nTokens,
-      nHead,
-      nHeadKv,
-      hd,
-      qPos,
-      cellPos.subarray(0, nKv),
-      f32(1 / f32(Math.sqrt(hd))),
-    );
-    const expected = attentionSpec(
-      q,
-      k,
-      v,
-      nTokens,
-      nKv,
-      nHead,
-      nHeadKv,
-      hd,
-      qPos,
-      cellPos,
-      kv === "f16",
-    );
-    assertClose(out, expected, 1e-5, `attention ${kv}`);
-    const ref = new Float32Array(out.length);
-    const args = [nCtx, nKv, nTokens, nHead, nHeadKv, hd, qPos, cellPos.subarray(0, nKv)] as const;
-    attentionRef(ref, q, kCache, vCache, ...args, f32(1 / f32(Math.sqrt(hd))));
-    assertClose(ref, expected, 1e-5, `attention ${kv} scalar reference`);
-  });
+  for (const [nCtx, nHead, nHeadKv, hd, nKv] of ATTENTION_SHAPES) {
+    Deno.test(`attention() with a ${kv} cache matches the spec (GQA ${nHead}/${nHeadKv}, head dim ${hd}, ${nKv} cells, causal mask, empty cells)`, () => {
+      const nEmbdGqa = nHeadKv * hd;
+      const kCache = kv === "f16"
+        ? new Uint16Array(nCtx * nEmbdGqa)
+        : new Float32Array(nCtx * nEmbdGqa);
+      const vCache = kv === "f16"
+        ? new Uint16Array(nCtx * nEmbdGqa)
+        : new Float32Array(nCtx * nEmbdGqa);
+      const cellPos = new Int32Array(nCtx).fill(-1);
+      // 7 cached tokens (positions 0..6), then a batch of 3 new tokens at 7..9
+      const nCells = 10;
+      const k = randomArray(nCells * nEmbdGqa, 11, 2);
+      const v = randomArray(nCells * nEmbdGqa, 12);
+      kvStore(
+        kCache,
+        vCache,
+        nCtx,
+        nEmbdGqa,
+        k,
+        v,
+        nCells,
+        Int32Array.from({ length: nCells }, (_, i) => i),
+      );
+      for (let i = 0; i < nCells; i++) cellPos[i] = i;
+      const nTokens = 3;
+      const q = randomArray(nTokens * nHead * hd, 13, 2);
+      const qPos = Int32Array.of(7, 8, 9);
+      const out = new Float32Array(nTokens * nHead * hd);
+      attention(
+        out,
+        q,
+        kCache,
+        vCache,
+        nCtx,
+        nKv,
+        nTokens,
+        nHead,
+        nHeadKv,
+        hd,
+        qPos,
+        cellPos.subarray(0, nKv),
+        f32(1 / f32(Math.sqrt(hd))),
+      );
+      const expected = attentionSpec(
+        q,
+        k,
+        v,
+        nTokens,
+        nKv,
+        nHead,
+        nHeadKv,
+        hd,
+        qPos,
+        cellPos,
+        kv === "f16",
+      );
+      assertClose(out, expected, 1e-5, `attention ${kv}`);
+      const ref = new Float32Array(out.length);
+      const args = [
+        nCtx,
+        nKv,
+        nTokens,
+        nHead,
+        nHeadKv,
+        hd,
+        qPos,
+        cellPos.subarray(0, nKv),
+      ] as const;
+      attentionRef(ref, q, kCache, vCache, ...args, f32(1 / f32(Math.sqrt(hd))));
+      assertClose(ref, expected, 1e-5, `attention ${kv} scalar reference`);
+    });
+  }
 }
 
 Deno.test("attention() of the first token returns its own value vector", () => {

@@ -182,6 +182,107 @@ static void attend_one(const att_ctx *c, int64_t t, int64_t h, float *score, flo
     }
 }
 
+#if PI_X86
+// Four f16 rows (any addresses) against one f32 vector: out[k] has exactly the bits of
+// dot_f16_avx2(a[k], b, n) (same f32 products, same f64 chains and final pairing), with the
+// loads and conversions of b shared.
+PI_TARGET_AVX2 static void dot4_f16_avx2(const uint16_t *const a[4], const float *b, int64_t n,
+                                         float out[4]) {
+    __m256d lo[4], hi[4];
+    for (int k = 0; k < 4; k++) lo[k] = hi[k] = _mm256_setzero_pd();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 y = _mm256_loadu_ps(b + i);
+        for (int k = 0; k < 4; k++) {
+            const __m256 p =
+                _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (a[k] + i))), y);
+            lo[k] = _mm256_add_pd(lo[k], _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+            hi[k] = _mm256_add_pd(hi[k], _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
+        }
+    }
+    for (int k = 0; k < 4; k++) {
+        const __m256d acc = _mm256_add_pd(lo[k], hi[k]);
+        const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(acc), _mm256_extractf128_pd(acc, 1));
+        double r = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+        for (int64_t j = i; j < n; j++) r += (double) (pi_fp16_to_fp32(a[k][j]) * b[j]);
+        out[k] = (float) r;
+    }
+}
+
+PI_TARGET_AVX2 static inline float round_f16_hw(float f) {
+    return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+}
+
+// attend_one for an f16 cache on AVX2, the same bits: K rows and V rows four at a time
+// (dot4_f16_avx2), fp16 roundings with F16C (the scalar conversions round the same way).
+PI_TARGET_AVX2 static void attend_one_f16_avx2(const att_ctx *c, int64_t t, int64_t h,
+                                               float *score, float *qr) {
+    const int64_t hd = c->head_dim, n_embd_gqa = c->n_head_kv * hd, n_kv = c->n_kv;
+    const int64_t kvh = h / (c->n_head / c->n_head_kv);
+    const float *q = c->q + (t * c->n_head + h) * hd;
+    float *o = c->out + (t * c->n_head + h) * hd;
+    int64_t d = 0;
+    for (; d + 8 <= hd; d += 8) {
+        _mm256_storeu_ps(qr + d, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(q + d),
+                                                                 _MM_FROUND_TO_NEAREST_INT)));
+    }
+    for (; d < hd; d++) qr[d] = att_round_f16(q[d]);
+
+    const uint16_t *kc = (const uint16_t *) c->k_cache + kvh * hd;
+    const int32_t qp = c->q_pos[t];
+    float mx = -INFINITY;
+    int64_t s = 0;
+    for (; s + 4 <= n_kv; s += 4) {
+        const uint16_t *rows[4];
+        float dot[4];
+        for (int k = 0; k < 4; k++) rows[k] = kc + (s + k) * n_embd_gqa;
+        dot4_f16_avx2(rows, qr, hd, dot);
+        for (int k = 0; k < 4; k++) {
+            const int32_t p = c->cell_pos[s + k];
+            const float v = (p < 0 || p > qp) ? -INFINITY : dot[k] * c->scale;
+            score[s + k] = v;
+            if (v > mx) mx = v;
+        }
+    }
+    for (; s < n_kv; s++) {
+        const int32_t p = c->cell_pos[s];
+        if (p < 0 || p > qp) {
+            score[s] = -INFINITY;
+            continue;
+        }
+        score[s] = dot_f16_avx2(kc + s * n_embd_gqa, qr, hd) * c->scale;
+        if (score[s] > mx) mx = score[s];
+    }
+
+    double sum = 0.0;
+    for (s = 0; s < n_kv; s++) {
+        if (score[s] == -INFINITY) {
+            score[s] = 0.0f;
+            continue;
+        }
+        const float e = round_f16_hw(expf(round_f16_hw(score[s] - mx)));
+        score[s] = e;
+        sum += (double) e;
+    }
+    const float inv = sum > 0.0 ? (float) (1.0 / sum) : 0.0f;
+    const __m256 vinv = _mm256_set1_ps(inv);
+    for (s = 0; s + 8 <= n_kv; s += 8) {
+        const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(score + s), vinv);
+        _mm256_storeu_ps(score + s,
+                         _mm256_cvtph_ps(_mm256_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT)));
+    }
+    for (; s < n_kv; s++) score[s] = round_f16_hw(score[s] * inv);
+
+    const uint16_t *vc = (const uint16_t *) c->v_cache + kvh * hd * c->n_ctx;
+    for (d = 0; d + 4 <= hd; d += 4) {
+        const uint16_t *rows[4];
+        for (int k = 0; k < 4; k++) rows[k] = vc + (d + k) * c->n_ctx;
+        dot4_f16_avx2(rows, score, n_kv, o + d);
+    }
+    for (; d < hd; d++) o[d] = dot_f16_avx2(vc + d * c->n_ctx, score, n_kv);
+}
+#endif
+
 static void attention_task(void *ctx, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
     att_ctx *c = (att_ctx *) ctx;
@@ -191,6 +292,12 @@ static void attention_task(void *ctx, int64_t i0, int64_t i1, int thread_index) 
         return;
     }
     for (int64_t i = i0; i < i1; i++) {
+#if PI_X86
+        if (c->avx2 && c->kv_type == PI_KV_F16) {
+            attend_one_f16_avx2(c, i / c->n_head, i % c->n_head, score, score + c->n_kv);
+            continue;
+        }
+#endif
         attend_one(c, i / c->n_head, i % c->n_head, score, score + c->n_kv);
     }
     free(score);
