@@ -13,6 +13,9 @@
  *   also evicts everybody else's cache), i.e. from the disk; the `cached` column (fincore)
  *   shows the drop worked;
  * - `read O_DIRECT`: `dd iflag=direct bs=8M`, bypassing the page cache;
+ * - `read+write O_DIRECT`: that read while a second dd writes an output-sized file with O_DIRECT
+ *   and fdatasync (copied from the cached Q4_0 output): the disk's floor for any quantizer that
+ *   reads the input from this disk and durably writes its output to it;
  * - `quantize warm` / `quantize cold`: `quantizeModel(in, out, "Q4_0")` end to end (plan, input
  *   reads, kernels, O_DIRECT writes, fdatasync, temp file + rename) with its default input
  *   path (`inputIo: "auto"`: the mapping when cached, buffered pread()s otherwise), input
@@ -144,6 +147,7 @@ try {
     "read warm",
     "read cold",
     "read O_DIRECT",
+    "read+write O_DIRECT",
     "quantize warm",
     "quantize cold",
     "quantize cold mmap",
@@ -165,6 +169,21 @@ try {
     await record("read warm", false, () => readThrough(input));
     await record("quantize warm", false, () => quantizeOnce());
     outputBytes = Deno.statSync(output).size;
+    const scratch = join(dir, "write_floor.bin");
+    readThrough(output); // the copy's source comes from the page cache, not the disk
+    await record("read+write O_DIRECT", true, () =>
+      Promise.all([
+        run("dd", [`if=${input}`, "of=/dev/null", "bs=8M", "iflag=direct", "status=none"]),
+        run("dd", [
+          `if=${output}`,
+          `of=${scratch}`,
+          "bs=8M",
+          "oflag=direct",
+          "conv=fdatasync",
+          "status=none",
+        ]),
+      ]));
+    await Deno.remove(scratch);
     await Deno.remove(output);
     await run("sync", []);
     await record("read cold", true, () => readThrough(input));
@@ -207,6 +226,10 @@ try {
     "quantize cold mmap / read cold": median("quantize cold mmap") / median("read cold"),
     "quantize cold direct / read O_DIRECT": median("quantize cold direct") /
       median("read O_DIRECT"),
+    "quantize cold direct / read+write O_DIRECT": median("quantize cold direct") /
+      median("read+write O_DIRECT"),
+    "quantize cold / read+write O_DIRECT": median("quantize cold") /
+      median("read+write O_DIRECT"),
   };
   if (values.json) {
     console.log(JSON.stringify(
