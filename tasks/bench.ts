@@ -151,7 +151,20 @@ function benchOne(spec: RunSpec, threads: number, pp: number, tg: number, reps: 
     for (const id of gen) model.eval([id]);
     tgRates.push(tg / ((performance.now() - t0) / 1000));
   }
+  hugeMappedMiB = Math.max(hugeMappedMiB, filePmdMappedMiB());
   return { pp: stat(ppRates), tg: stat(tgRates) };
+}
+
+/** Most file-backed memory seen mapped with 2 MiB pages while a model was loaded. */
+let hugeMappedMiB = 0;
+
+function filePmdMappedMiB(): number {
+  try {
+    const s = Deno.readTextFileSync("/proc/self/smaps_rollup");
+    return Number(/FilePmdMapped:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024;
+  } catch {
+    return 0;
+  }
 }
 
 function peakRss(): { hwmMiB: number; anonMiB: number } {
@@ -326,6 +339,7 @@ async function main(args: string[]): Promise<number> {
         bandwidth_gbs: Object.fromEntries([...bandwidth].map(([t, b]) => [t, b / 1e9])),
         peak_rss_mib: rss.hwmMiB,
         rss_anon_mib: rss.anonMiB,
+        huge_mapped_mib: hugeMappedMiB,
         rows,
       },
       null,
@@ -359,7 +373,7 @@ async function main(args: string[]): Promise<number> {
       }×. ` +
       `Peak RSS ${rss.hwmMiB.toFixed(0)} MiB (anonymous ${
         rss.anonMiB.toFixed(0)
-      } MiB; weights are mapped).`,
+      } MiB; weights are mapped, ${hugeMappedMiB.toFixed(0)} MiB of them with 2 MiB pages).`,
   );
   return 0;
 }
