@@ -136,53 +136,11 @@ typedef struct {
 } att_ctx;
 
 // One query head of one token: softmax(K·q·scale + mask) · V.
-static void attend_one(const att_ctx *c, int64_t t, int64_t h, float *score, float *qr) {
-    const int64_t hd = c->head_dim, n_embd_gqa = c->n_head_kv * hd;
-    const int64_t kvh = h / (c->n_head / c->n_head_kv);
-    const float *q = c->q + (t * c->n_head + h) * hd;
-    float *o = c->out + (t * c->n_head + h) * hd;
-    const int f16 = c->kv_type == PI_KV_F16;
-    for (int64_t d = 0; d < hd; d++) qr[d] = f16 ? att_round_f16(q[d]) : q[d];
-
-    float mx = -INFINITY;
-    for (int64_t s = 0; s < c->n_kv; s++) {
-        const int32_t p = c->cell_pos[s];
-        if (p < 0 || p > c->q_pos[t]) {
-            score[s] = -INFINITY;
-            continue;
-        }
-        const size_t esz = f16 ? 2 : 4;
-        const char *kr = (const char *) c->k_cache + (size_t) (s * n_embd_gqa + kvh * hd) * esz;
-        const float dot = att_dot(kr, f16, qr, hd, c->avx2);
-        score[s] = dot * c->scale;
-        if (score[s] > mx) mx = score[s];
-    }
-
-    double sum = 0.0;
-    for (int64_t s = 0; s < c->n_kv; s++) {
-        if (score[s] == -INFINITY) {
-            score[s] = 0.0f;
-            continue;
-        }
-        const float e = att_round_f16(expf(att_round_f16(score[s] - mx)));
-        score[s] = e;
-        sum += (double) e;
-    }
-    const float inv = sum > 0.0 ? (float) (1.0 / sum) : 0.0f;
-    for (int64_t s = 0; s < c->n_kv; s++) {
-        const float p = score[s] * inv;
-        score[s] = f16 ? att_round_f16(p) : p;
-    }
-
-    // masked cells have p = 0 and contribute 0 (cache cells hold finite values)
-    for (int64_t d = 0; d < hd; d++) {
-        const size_t esz = f16 ? 2 : 4;
-        const char *vr = (const char *) c->v_cache + (size_t) ((kvh * hd + d) * c->n_ctx) * esz;
-        o[d] = att_dot(vr, f16, score, c->n_kv, c->avx2);
-    }
+#if PI_X86
+PI_TARGET_AVX2 static inline float round_f16_f16c(float f) {
+    return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
 }
 
-#if PI_X86
 // Four f16 rows (any addresses) against one f32 vector: out[k] has exactly the bits of
 // dot_f16_avx2(a[k], b, n) (same f32 products, same f64 chains and final pairing), with the
 // loads and conversions of b shared.
@@ -209,79 +167,90 @@ PI_TARGET_AVX2 static void dot4_f16_avx2(const uint16_t *const a[4], const float
     }
 }
 
-PI_TARGET_AVX2 static inline float round_f16_hw(float f) {
-    return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+#endif
+
+// fp16 rounding: F16C on the AVX2 path, the scalar conversion in the reference (same bits).
+static inline float att_round(int avx2, float f) {
+#if PI_X86
+    if (avx2) return round_f16_f16c(f);
+#endif
+    return att_round_f16(f);
 }
 
-// attend_one for an f16 cache on AVX2, the same bits: K rows and V rows four at a time
-// (dot4_f16_avx2), fp16 roundings with F16C (the scalar conversions round the same way).
-PI_TARGET_AVX2 static void attend_one_f16_avx2(const att_ctx *c, int64_t t, int64_t h,
-                                               float *score, float *qr) {
+static void attend_one(const att_ctx *c, int64_t t, int64_t h, float *score, float *qr) {
     const int64_t hd = c->head_dim, n_embd_gqa = c->n_head_kv * hd, n_kv = c->n_kv;
     const int64_t kvh = h / (c->n_head / c->n_head_kv);
     const float *q = c->q + (t * c->n_head + h) * hd;
     float *o = c->out + (t * c->n_head + h) * hd;
-    int64_t d = 0;
-    for (; d + 8 <= hd; d += 8) {
-        _mm256_storeu_ps(qr + d, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(q + d),
-                                                                 _MM_FROUND_TO_NEAREST_INT)));
-    }
-    for (; d < hd; d++) qr[d] = att_round_f16(q[d]);
+    const int f16 = c->kv_type == PI_KV_F16;
+    const size_t esz = f16 ? 2 : 4;
+    // on AVX2 an f16 cache's K rows (cells) and V rows (dims) go four at a time, same bits
+    const int four = PI_X86 && c->avx2 && f16;
+    for (int64_t d = 0; d < hd; d++) qr[d] = f16 ? att_round(c->avx2, q[d]) : q[d];
 
-    const uint16_t *kc = (const uint16_t *) c->k_cache + kvh * hd;
-    const int32_t qp = c->q_pos[t];
     float mx = -INFINITY;
-    int64_t s = 0;
-    for (; s + 4 <= n_kv; s += 4) {
-        const uint16_t *rows[4];
+    for (int64_t s = 0; s < n_kv;) {
         float dot[4];
-        for (int k = 0; k < 4; k++) rows[k] = kc + (s + k) * n_embd_gqa;
-        dot4_f16_avx2(rows, qr, hd, dot);
-        for (int k = 0; k < 4; k++) {
-            const int32_t p = c->cell_pos[s + k];
-            const float v = (p < 0 || p > qp) ? -INFINITY : dot[k] * c->scale;
-            score[s + k] = v;
-            if (v > mx) mx = v;
+        const int64_t m = four && s + 4 <= n_kv ? 4 : 1;
+#if PI_X86
+        if (m == 4) {
+            const uint16_t *rows[4];
+            for (int k = 0; k < 4; k++) {
+                rows[k] = (const uint16_t *) c->k_cache + (s + k) * n_embd_gqa + kvh * hd;
+            }
+            dot4_f16_avx2(rows, qr, hd, dot); // masked cells are computed, then dropped
         }
-    }
-    for (; s < n_kv; s++) {
-        const int32_t p = c->cell_pos[s];
-        if (p < 0 || p > qp) {
-            score[s] = -INFINITY;
-            continue;
+#endif
+        for (int64_t k = 0; k < m; k++, s++) {
+            const int32_t p = c->cell_pos[s];
+            if (p < 0 || p > c->q_pos[t]) {
+                score[s] = -INFINITY;
+                continue;
+            }
+            if (m == 1) {
+                const char *kr =
+                    (const char *) c->k_cache + (size_t) (s * n_embd_gqa + kvh * hd) * esz;
+                dot[k] = att_dot(kr, f16, qr, hd, c->avx2);
+            }
+            score[s] = dot[k] * c->scale;
+            if (score[s] > mx) mx = score[s];
         }
-        score[s] = dot_f16_avx2(kc + s * n_embd_gqa, qr, hd) * c->scale;
-        if (score[s] > mx) mx = score[s];
     }
 
     double sum = 0.0;
-    for (s = 0; s < n_kv; s++) {
+    for (int64_t s = 0; s < n_kv; s++) {
         if (score[s] == -INFINITY) {
             score[s] = 0.0f;
             continue;
         }
-        const float e = round_f16_hw(expf(round_f16_hw(score[s] - mx)));
+        const float e = att_round(c->avx2, expf(att_round(c->avx2, score[s] - mx)));
         score[s] = e;
         sum += (double) e;
     }
     const float inv = sum > 0.0 ? (float) (1.0 / sum) : 0.0f;
-    const __m256 vinv = _mm256_set1_ps(inv);
-    for (s = 0; s + 8 <= n_kv; s += 8) {
-        const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(score + s), vinv);
-        _mm256_storeu_ps(score + s,
-                         _mm256_cvtph_ps(_mm256_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT)));
+    for (int64_t s = 0; s < n_kv; s++) {
+        const float p = score[s] * inv;
+        score[s] = f16 ? att_round(c->avx2, p) : p;
     }
-    for (; s < n_kv; s++) score[s] = round_f16_hw(score[s] * inv);
 
-    const uint16_t *vc = (const uint16_t *) c->v_cache + kvh * hd * c->n_ctx;
-    for (d = 0; d + 4 <= hd; d += 4) {
-        const uint16_t *rows[4];
-        for (int k = 0; k < 4; k++) rows[k] = vc + (d + k) * c->n_ctx;
-        dot4_f16_avx2(rows, score, n_kv, o + d);
-    }
-    for (; d < hd; d++) o[d] = dot_f16_avx2(vc + d * c->n_ctx, score, n_kv);
-}
+    // masked cells have p = 0 and contribute 0 (cache cells hold finite values)
+    for (int64_t d = 0; d < hd;) {
+#if PI_X86
+        if (four && d + 4 <= hd) {
+            const uint16_t *rows[4];
+            for (int k = 0; k < 4; k++) {
+                rows[k] = (const uint16_t *) c->v_cache + (kvh * hd + d + k) * c->n_ctx;
+            }
+            dot4_f16_avx2(rows, score, n_kv, o + d);
+            d += 4;
+            continue;
+        }
 #endif
+        const char *vr = (const char *) c->v_cache + (size_t) ((kvh * hd + d) * c->n_ctx) * esz;
+        o[d] = att_dot(vr, f16, score, n_kv, c->avx2);
+        d++;
+    }
+}
 
 static void attention_task(void *ctx, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
@@ -292,12 +261,6 @@ static void attention_task(void *ctx, int64_t i0, int64_t i1, int thread_index) 
         return;
     }
     for (int64_t i = i0; i < i1; i++) {
-#if PI_X86
-        if (c->avx2 && c->kv_type == PI_KV_F16) {
-            attend_one_f16_avx2(c, i / c->n_head, i % c->n_head, score, score + c->n_kv);
-            continue;
-        }
-#endif
         attend_one(c, i / c->n_head, i % c->n_head, score, score + c->n_kv);
     }
     free(score);
