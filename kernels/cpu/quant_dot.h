@@ -28,14 +28,23 @@ _Static_assert(sizeof(pi_block_q8_0) == 34, "q8_0 block");
 // In-memory activation row for Q4_0/Q8_0 dots ("q8_0x"), struct of arrays for nb = n/32 blocks:
 // qs int8[nb·32] (the Q8_0 codes of the spec), d f32[nb] (exactly f32(fp16 scale)),
 // c8 i32[nb·8] (8·Σ of each 4 consecutive codes: ggml's lane l of block b is
-// Σ(q−8)·y = Σq·y − c8[8b+l], so Q4_0 kernels use unsigned nibbles and keep ggml's lane integers).
-#define PI_Q8_0X_BLOCK_BYTES 68
+// Σ(q−8)·y = Σq·y − c8[8b+l], so Q4_0 kernels use unsigned nibbles and keep ggml's lane integers),
+// then the same codes and corrections with each half repeated, for the row-pair Q4_0 kernel:
+// y2 int8[nb·64] (per block y0..15 twice, then y16..31 twice) and c2 i32[nb·16] (per block lanes
+// 0-3 twice, then lanes 4-7 twice).
+#define PI_Q8_0X_BLOCK_BYTES 196
 static inline const int8_t *pi_q8_0x_qs(const void *row) { return (const int8_t *) row; }
 static inline const float *pi_q8_0x_d(const void *row, int64_t nb) {
     return (const float *) ((const uint8_t *) row + nb * 32);
 }
 static inline const int32_t *pi_q8_0x_c8(const void *row, int64_t nb) {
     return (const int32_t *) ((const uint8_t *) row + nb * 36);
+}
+static inline const int8_t *pi_q8_0x_y2(const void *row, int64_t nb) {
+    return (const int8_t *) ((const uint8_t *) row + nb * 68);
+}
+static inline const int32_t *pi_q8_0x_c2(const void *row, int64_t nb) {
+    return (const int32_t *) ((const uint8_t *) row + nb * 132);
 }
 
 typedef struct {
