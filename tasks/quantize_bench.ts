@@ -14,8 +14,8 @@
  *   shows the drop worked;
  * - `read O_DIRECT`: `dd iflag=direct bs=8M`, bypassing the page cache;
  * - `read+write O_DIRECT`: that read while a second dd writes an output-sized file with O_DIRECT
- *   and fdatasync (copied from the cached Q4_0 output): the disk's floor for any quantizer that
- *   reads the input from this disk and durably writes its output to it;
+ *   and fdatasync (copied from the cached Q4_0 output): the plain way to move the bytes a
+ *   quantizer must move on one disk, each dd with one request in flight;
  * - `quantize warm` / `quantize cold`: `quantizeModel(in, out, "Q4_0")` end to end (plan, input
  *   reads, kernels, O_DIRECT writes, fdatasync, temp file + rename) with its default input
  *   path (`inputIo: "auto"`: the mapping when cached, buffered pread()s otherwise), input
