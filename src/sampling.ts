@@ -205,7 +205,7 @@ export class Sampler {
     const nVocab = logits.length;
     if (nVocab === 0) throw new RangeError("Cannot sample from empty logits");
     const p = this.params;
-    const work = Float32Array.from(logits);
+    const work = logits.slice();
     this.#applyPenalties(work);
 
     if (p.temperature === 0) {

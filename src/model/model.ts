@@ -382,7 +382,7 @@ export class Model implements Disposable {
       );
     }
     for (let i = 0; i < ids.length; i += this.nBatch) this.#decode(ids.slice(i, i + this.nBatch));
-    return Float32Array.from(this.#logits);
+    return this.#logits.slice();
   }
 
   #checkIds(ids: readonly number[]): void {
