@@ -100,9 +100,12 @@ void pi_qd_quantize_q8_0(const float *x, pi_block_q8_0 *y, int64_t n) {
 
 void pi_qd_quantize_q8_0x(const float *x, void *row, int64_t n) {
     const int64_t nb = n / PI_QK8_0;
-    int8_t *qs = (int8_t *) row;
-    float *d = (float *) ((uint8_t *) row + nb * 32);
-    int32_t *c8 = (int32_t *) ((uint8_t *) row + nb * 36);
+    // the layout's offsets come from the accessors in quant_dot.h (writable here)
+    int8_t *qs = (int8_t *) pi_q8_0x_qs(row);
+    float *d = (float *) pi_q8_0x_d(row, nb);
+    int32_t *c8 = (int32_t *) pi_q8_0x_c8(row, nb);
+    int8_t *y2 = (int8_t *) pi_q8_0x_y2(row, nb);
+    int32_t *c2 = (int32_t *) pi_q8_0x_c2(row, nb);
     pi_block_q8_0 tmp[8];
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         const int64_t m = nb - b0 < 8 ? nb - b0 : 8;
@@ -116,8 +119,6 @@ void pi_qd_quantize_q8_0x(const float *x, void *row, int64_t n) {
             memcpy(qs + (b0 + k) * 32, tmp[k].qs, 32);
         }
     }
-    int8_t *y2 = (int8_t *) ((uint8_t *) row + nb * 68);
-    int32_t *c2 = (int32_t *) ((uint8_t *) row + nb * 132);
     for (int64_t b = 0; b < nb; b++) {
         for (int h = 0; h < 2; h++) {
             memcpy(y2 + b * 64 + h * 32, qs + b * 32 + h * 16, 16);
