@@ -135,7 +135,6 @@ typedef struct {
     int failed;
 } att_ctx;
 
-// One query head of one token: softmax(K·q·scale + mask) · V.
 #if PI_X86
 PI_TARGET_AVX2 static inline float round_f16_f16c(float f) {
     return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
@@ -177,6 +176,7 @@ static inline float att_round(int avx2, float f) {
     return att_round_f16(f);
 }
 
+// One query head of one token: softmax(K·q·scale + mask) · V.
 static void attend_one(const att_ctx *c, int64_t t, int64_t h, float *score, float *qr) {
     const int64_t hd = c->head_dim, n_embd_gqa = c->n_head_kv * hd, n_kv = c->n_kv;
     const int64_t kvh = h / (c->n_head / c->n_head_kv);
