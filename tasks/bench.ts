@@ -158,23 +158,24 @@ function benchOne(spec: RunSpec, threads: number, pp: number, tg: number, reps: 
 /** Most file-backed memory seen mapped with 2 MiB pages while a model was loaded. */
 let hugeMappedMiB = 0;
 
-function filePmdMappedMiB(): number {
+/** MiB of the `key:  N kB` lines of a /proc file (0 where the file or the key is missing). */
+function procMiB(path: string, keys: string[]): number[] {
+  let s = "";
   try {
-    const s = Deno.readTextFileSync("/proc/self/smaps_rollup");
-    return Number(/FilePmdMapped:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024;
+    s = Deno.readTextFileSync(path);
   } catch {
-    return 0;
+    // not Linux: report 0
   }
+  return keys.map((k) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)?.[1] ?? 0) / 1024);
+}
+
+function filePmdMappedMiB(): number {
+  return procMiB("/proc/self/smaps_rollup", ["FilePmdMapped"])[0]!;
 }
 
 function peakRss(): { hwmMiB: number; anonMiB: number } {
-  try {
-    const s = Deno.readTextFileSync("/proc/self/status");
-    const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)?.[1] ?? 0);
-    return { hwmMiB: kb("VmHWM") / 1024, anonMiB: kb("RssAnon") / 1024 };
-  } catch {
-    return { hwmMiB: 0, anonMiB: 0 };
-  }
+  const [hwmMiB, anonMiB] = procMiB("/proc/self/status", ["VmHWM", "RssAnon"]);
+  return { hwmMiB: hwmMiB!, anonMiB: anonMiB! };
 }
 
 const fmtStat = (s: Stat) => `${s.mean.toFixed(2)} ± ${s.sd.toFixed(2)}`;

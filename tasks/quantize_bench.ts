@@ -161,6 +161,8 @@ try {
     cached.get(name)!.push(await cachedFraction(input));
     samples.get(name)!.push(await timed(fn));
   };
+  const readDirect = () =>
+    run("dd", [`if=${input}`, "of=/dev/null", "bs=8M", "iflag=direct", "status=none"]);
   const quantizeOnce = async (inputIo: "auto" | "mmap" | "direct" = "auto") => {
     await quantizeModel(input, output, "Q4_0", { inputIo });
   };
@@ -169,11 +171,11 @@ try {
     await record("read warm", false, () => readThrough(input));
     await record("quantize warm", false, () => quantizeOnce());
     outputBytes = Deno.statSync(output).size;
-    const scratch = join(dir, "write_floor.bin");
+    const scratch = join(dir, "write_baseline.bin");
     readThrough(output); // the copy's source comes from the page cache, not the disk
     await record("read+write O_DIRECT", true, () =>
       Promise.all([
-        run("dd", [`if=${input}`, "of=/dev/null", "bs=8M", "iflag=direct", "status=none"]),
+        readDirect(),
         run("dd", [
           `if=${output}`,
           `of=${scratch}`,
@@ -187,11 +189,7 @@ try {
     await Deno.remove(output);
     await run("sync", []);
     await record("read cold", true, () => readThrough(input));
-    await record(
-      "read O_DIRECT",
-      true,
-      () => run("dd", [`if=${input}`, "of=/dev/null", "bs=8M", "iflag=direct", "status=none"]),
-    );
+    await record("read O_DIRECT", true, readDirect);
     await record("quantize cold", true, () => quantizeOnce());
     await Deno.remove(output);
     await run("sync", []);
