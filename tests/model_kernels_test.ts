@@ -103,8 +103,14 @@ function attentionSpec(
   return out;
 }
 
-// The second shape leaves tails for the AVX2 kernel's 8-wide loads and 4-row passes.
-const ATTENTION_SHAPES = [[40, 6, 2, 32, 32], [50, 4, 2, 18, 37]] as const;
+// The second shape leaves tails for the AVX2 kernel's 8-wide loads and 4-row passes; the last
+// two reach its f32-lane sums (head dims and cell counts of 64 and more, plus f64 tails).
+const ATTENTION_SHAPES = [
+  [40, 6, 2, 32, 32],
+  [50, 4, 2, 18, 37],
+  [80, 4, 2, 64, 70],
+  [160, 2, 1, 128, 133],
+] as const;
 for (const kv of ["f16", "f32"] as const) {
   for (const [nCtx, nHead, nHeadKv, hd, nKv] of ATTENTION_SHAPES) {
     Deno.test(`attention() with a ${kv} cache matches the spec (GQA ${nHead}/${nHeadKv}, head dim ${hd}, ${nKv} cells, causal mask, empty cells)`, () => {

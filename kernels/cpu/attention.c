@@ -9,6 +9,7 @@
 // in index order in the scalar reference (pi_attention_f32_ref), in 8 AVX2 lanes otherwise.
 // Each (token, head) output belongs to one task: results never depend on the thread count.
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,9 +87,11 @@ PI_TARGET_AVX2 static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
-PI_TARGET_AVX2 static float dot_f16_avx2(const uint16_t *a, const float *b, int64_t n) {
+// f16 rows of 64 and more: like PowerInfer's AVX-512 vec_dot_f16, the first n & ~63 products
+// are summed in f32 SIMD lanes (FMA), the rest in f64; shorter rows entirely in f64 (lanes).
+PI_TARGET_AVX2 static inline double dot_f16_tail(const uint16_t *a, const float *b, int64_t i,
+                                                 int64_t n, double r) {
     __m256d acc0 = _mm256_setzero_pd(), acc1 = _mm256_setzero_pd();
-    int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (a + i)));
         const __m256 p = _mm256_mul_ps(x, _mm256_loadu_ps(b + i)); // f32 products
@@ -97,9 +100,22 @@ PI_TARGET_AVX2 static float dot_f16_avx2(const uint16_t *a, const float *b, int6
     }
     __m256d acc = _mm256_add_pd(acc0, acc1);
     __m128d h = _mm_add_pd(_mm256_castpd256_pd128(acc), _mm256_extractf128_pd(acc, 1));
-    double r = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    r += _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
     for (; i < n; i++) r += (double) (pi_fp16_to_fp32(a[i]) * b[i]);
-    return (float) r;
+    return r;
+}
+
+PI_TARGET_AVX2 static float dot_f16_avx2(const uint16_t *a, const float *b, int64_t n) {
+    const int64_t n64 = n & ~(int64_t) 63;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n64; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (a + i))),
+                               _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (a + i + 8))),
+                               _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    const double r = n64 ? (double) hsum8(_mm256_add_ps(acc0, acc1)) : 0.0;
+    return (float) dot_f16_tail(a, b, n64, n, r);
 }
 
 PI_TARGET_AVX2 static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
@@ -141,13 +157,28 @@ PI_TARGET_AVX2 static inline float round_f16_f16c(float f) {
 }
 
 // Four f16 rows (any addresses) against one f32 vector: out[k] has exactly the bits of
-// dot_f16_avx2(a[k], b, n) (same f32 products, same f64 chains and final pairing), with the
-// loads and conversions of b shared.
+// dot_f16_avx2(a[k], b, n), with the loads and conversions of b shared.
 PI_TARGET_AVX2 static void dot4_f16_avx2(const uint16_t *const a[4], const float *b, int64_t n,
                                          float out[4]) {
+    const int64_t n64 = n & ~(int64_t) 63;
+    __m256 s0[4], s1[4];
+    for (int k = 0; k < 4; k++) s0[k] = s1[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n64; i += 16) {
+        const __m256 y0 = _mm256_loadu_ps(b + i), y1 = _mm256_loadu_ps(b + i + 8);
+        for (int k = 0; k < 4; k++) {
+            s0[k] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (a[k] + i))),
+                                    y0, s0[k]);
+            s1[k] = _mm256_fmadd_ps(
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (a[k] + i + 8))), y1, s1[k]);
+        }
+    }
+    if (n64 == n) {
+        for (int k = 0; k < 4; k++) out[k] = (float) ((double) hsum8(_mm256_add_ps(s0[k], s1[k])) + 0.0);
+        return;
+    }
     __m256d lo[4], hi[4];
     for (int k = 0; k < 4; k++) lo[k] = hi[k] = _mm256_setzero_pd();
-    int64_t i = 0;
+    int64_t i = n64;
     for (; i + 8 <= n; i += 8) {
         const __m256 y = _mm256_loadu_ps(b + i);
         for (int k = 0; k < 4; k++) {
@@ -160,7 +191,8 @@ PI_TARGET_AVX2 static void dot4_f16_avx2(const uint16_t *const a[4], const float
     for (int k = 0; k < 4; k++) {
         const __m256d acc = _mm256_add_pd(lo[k], hi[k]);
         const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(acc), _mm256_extractf128_pd(acc, 1));
-        double r = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+        double r = n64 ? (double) hsum8(_mm256_add_ps(s0[k], s1[k])) : 0.0;
+        r += _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
         for (int64_t j = i; j < n; j++) r += (double) (pi_fp16_to_fp32(a[k][j]) * b[j]);
         out[k] = (float) r;
     }
@@ -176,8 +208,58 @@ static inline float att_round(int avx2, float f) {
     return att_round_f16(f);
 }
 
-// One query head of one token: softmax(K·q·scale + mask) · V.
-static void attend_one(const att_ctx *c, int64_t t, int64_t h, float *score, float *qr) {
+#if PI_X86
+// dst[i] = fp16-rounded src[i]·mul for the first n & ~7 elements; returns how many were done.
+PI_TARGET_AVX2 static inline int64_t round_mul_f16c(float *dst, const float *src, float mul,
+                                                     int64_t n) {
+    const __m256 m = _mm256_set1_ps(mul);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(src + i), m);
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT)));
+    }
+    return i;
+}
+#endif
+
+// dst[i] = src[i]·mul, rounded to fp16 if `round` (8 at a time with F16C if `avx2`).
+__attribute__((always_inline)) static inline void att_round_mul(int avx2, float *dst,
+                                                                const float *src, float mul,
+                                                                int64_t n, int round) {
+    int64_t i = 0;
+#if PI_X86
+    if (avx2 && round) i = round_mul_f16c(dst, src, mul, n);
+#endif
+    for (; i < n; i++) {
+        const float x = src[i] * mul;
+        dst[i] = round ? att_round(avx2, x) : x;
+    }
+}
+
+// ggml's table exp: e = fp16(expf(h)) for an fp16 h. Softmax differences are <= 0, so the
+// AVX2 path keeps the table of every negative h (64 KiB, built once); other h take expf.
+static uint16_t exp_neg_f16[0x8000];
+static pthread_once_t exp_once = PTHREAD_ONCE_INIT;
+
+static void exp_table_build(void) {
+    for (uint32_t h = 0; h < 0x8000; h++) {
+        exp_neg_f16[h] = pi_fp32_to_fp16(expf(pi_fp16_to_fp32((uint16_t) (h | 0x8000))));
+    }
+}
+
+#if PI_X86
+PI_TARGET_AVX2 static inline float softmax_exp_f16c(float d) {
+    const uint16_t h = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+    if (h & 0x8000) return _cvtsh_ss(exp_neg_f16[h & 0x7fff]);
+    return round_f16_f16c(expf(_cvtsh_ss(h)));
+}
+#endif
+
+// One query head of one token: softmax(K·q·scale + mask) · V. Compiled twice (attend_one and
+// attend_one_avx2) so that the AVX2 copy inlines the F16C roundings and the dot kernels.
+__attribute__((always_inline)) static inline void attend_one_body(const att_ctx *c, int64_t t,
+                                                                  int64_t h, float *score,
+                                                                  float *qr) {
     const int64_t hd = c->head_dim, n_embd_gqa = c->n_head_kv * hd, n_kv = c->n_kv;
     const int64_t kvh = h / (c->n_head / c->n_head_kv);
     const float *q = c->q + (t * c->n_head + h) * hd;
@@ -186,7 +268,7 @@ static void attend_one(const att_ctx *c, int64_t t, int64_t h, float *score, flo
     const size_t esz = f16 ? 2 : 4;
     // on AVX2 an f16 cache's K rows (cells) and V rows (dims) go four at a time, same bits
     const int four = PI_X86 && c->avx2 && f16;
-    for (int64_t d = 0; d < hd; d++) qr[d] = f16 ? att_round(c->avx2, q[d]) : q[d];
+    att_round_mul(c->avx2, qr, q, 1.0f, hd, f16);
 
     float mx = -INFINITY;
     for (int64_t s = 0; s < n_kv;) {
@@ -223,15 +305,17 @@ static void attend_one(const att_ctx *c, int64_t t, int64_t h, float *score, flo
             score[s] = 0.0f;
             continue;
         }
-        const float e = att_round(c->avx2, expf(att_round(c->avx2, score[s] - mx)));
+#if PI_X86
+        const float e = c->avx2 ? softmax_exp_f16c(score[s] - mx)
+                                : att_round_f16(expf(att_round_f16(score[s] - mx)));
+#else
+        const float e = att_round_f16(expf(att_round_f16(score[s] - mx)));
+#endif
         score[s] = e;
         sum += (double) e;
     }
     const float inv = sum > 0.0 ? (float) (1.0 / sum) : 0.0f;
-    for (int64_t s = 0; s < n_kv; s++) {
-        const float p = score[s] * inv;
-        score[s] = f16 ? att_round(c->avx2, p) : p;
-    }
+    att_round_mul(c->avx2, score, score, inv, n_kv, f16);
 
     // masked cells have p = 0 and contribute 0 (cache cells hold finite values)
     for (int64_t d = 0; d < hd;) {
@@ -252,6 +336,17 @@ static void attend_one(const att_ctx *c, int64_t t, int64_t h, float *score, flo
     }
 }
 
+static void attend_one(const att_ctx *c, int64_t t, int64_t h, float *score, float *qr) {
+    attend_one_body(c, t, h, score, qr);
+}
+
+#if PI_X86
+PI_TARGET_AVX2 static void attend_one_avx2(const att_ctx *c, int64_t t, int64_t h, float *score,
+                                           float *qr) {
+    attend_one_body(c, t, h, score, qr);
+}
+#endif
+
 static void attention_task(void *ctx, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
     att_ctx *c = (att_ctx *) ctx;
@@ -261,6 +356,12 @@ static void attention_task(void *ctx, int64_t i0, int64_t i1, int thread_index) 
         return;
     }
     for (int64_t i = i0; i < i1; i++) {
+#if PI_X86
+        if (c->avx2) {
+            attend_one_avx2(c, i / c->n_head, i % c->n_head, score, score + c->n_kv);
+            continue;
+        }
+#endif
         attend_one(c, i / c->n_head, i % c->n_head, score, score + c->n_kv);
     }
     free(score);
@@ -284,6 +385,7 @@ static int attention_run(const char *name, float *out, const float *q, const voi
                      (long long) n_ctx, (long long) n_kv, (long long) n_head, (long long) n_head_kv);
         return PI_ERR_SHAPE;
     }
+    if (avx2) pthread_once(&exp_once, exp_table_build);
     att_ctx c = {out, q, k_cache, v_cache, kv_type, n_ctx, n_kv, n_head, n_head_kv, head_dim,
                  q_pos, cell_pos, scale, avx2, 0};
     pi_parallel_for(n_tokens * n_head, 1, attention_task, &c);
