@@ -5,8 +5,8 @@
 // [n_embd_gqa, n_ctx] (row = one dim of one kv head across cells). Cells hold f16 (default) or f32.
 // Numerics follow ggml: with an f16 cache, q is rounded to fp16 for K·q and the probabilities are
 // rounded to fp16 for the V sum; softmax uses the fp16 exp table (difference and result rounded
-// to fp16), sums the weights in f64 and scales by f32(1/sum). Dot products accumulate in f32:
-// in index order in the scalar reference (pi_attention_f32_ref), in 8 AVX2 lanes otherwise.
+// to fp16), sums the weights in f64 and scales by f32(1/sum). f16 dot products: see dot_f16_ref
+// and dot_f16_avx2; f32 ones accumulate in f32, in index order (pi_attention_f32_ref) or lanes.
 // Each (token, head) output belongs to one task: results never depend on the thread count.
 #include <math.h>
 #include <pthread.h>
@@ -62,10 +62,11 @@ PI_API int pi_kv_store(void *k_cache, void *v_cache, int32_t kv_type, int64_t n_
 }
 
 // Dot products of the attention: K row · q over head_dim, and V row · p over the cells.
-// With an f16 cache ggml's vec_dot_f16 is emulated: f32 products summed in f64 (PowerInfer's
-// AVX-512 build sums every row shorter than 64 that way, in index order), rounded to f32 once;
-// the AVX2 variant sums the same products in f64 lanes, which only changes the last bits of
-// the f64 sum. With an f32 cache, f32 accumulation (index order, or 8 AVX2 lanes).
+// With an f16 cache ggml's vec_dot_f16 is emulated: the reference sums f32 products in f64 in
+// index order (what PowerInfer's AVX-512 build does for rows shorter than 64, as in the tiny
+// fixtures), rounded to f32 once; the AVX2 variant sums the first n & ~63 products in f32 FMA
+// lanes and the rest in f64 lanes, the split of that build's SIMD loop. With an f32 cache, f32
+// accumulation (index order, or 8 AVX2 lanes).
 static float dot_f16_ref(const uint16_t *a, const float *b, int64_t n) {
     double acc = 0.0;
     for (int64_t i = 0; i < n; i++) acc += (double) (pi_fp16_to_fp32(a[i]) * b[i]);
