@@ -696,18 +696,20 @@ float pi_qd_dot_q6_k_q8_k_ref(int64_t n, const void *vx, const void *vy) {
 }
 
 #if defined(PI_QD_X86)
-// Shuffle masks that spread scales (8h+2k, 8h+2k+1) over 8 bytes each, for half h, group k.
-static const uint8_t q6_scale_shuffle[8][16] = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
-    {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
-    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
-    {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
-    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},
-    {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
-    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13},
-    {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15},
+// Per group k of a half: vpshufb masks that fill the low 128-bit lane with int16 scale 2k and
+// the high lane with scale 2k+1, from a register holding the half's 8 int16 scales in both lanes.
+static const uint8_t q6_scale16_shuffle[4][32] = {
+    {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
+    {4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7},
+    {8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9,
+     10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
+    {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13,
+     14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15},
 };
 
+// The scales are widened to int16 once per block (one vpmovsxbw) and each group's pair is then
+// picked with one in-lane vpshufb, instead of a byte shuffle and a widening per group: the
+// products and lane sums are unchanged, so are the bits (integer sums, then one FMA per block).
 __attribute__((target("avx2,fma,f16c"))) static float dot_q6_k_q8_k_avx2(int64_t n,
                                                                           const void *vx,
                                                                           const void *vy) {
@@ -717,15 +719,17 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q6_k_q8_k_avx2(int64_t
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0c);
     const __m256i m30 = _mm256_set1_epi8(0x30), mc0 = _mm256_set1_epi8((char) 0xc0);
+    __m256i pick[4];
+    for (int k = 0; k < 4; k++) pick[k] = _mm256_loadu_si256((const __m256i *) q6_scale16_shuffle[k]);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const __m128i sc8 = _mm_loadu_si128((const __m128i *) x[b].scales);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *) x[b].scales));
         // Σ_g scale_g · Σ y_g: the +32 offset of the unsigned 6-bit values, removed below
         const __m256i corr =
-            _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8),
-                              _mm256_loadu_si256((const __m256i *) y[b].bsums));
+            _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *) y[b].bsums));
         __m256i sumi = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
+            const __m256i sh = _mm256_permute4x64_epi64(sc16, h ? 0xee : 0x44);
             const uint8_t *ql = x[b].ql + 64 * h;
             const uint8_t *qh = x[b].qh + 32 * h;
             const int8_t *q8 = y[b].qs + 128 * h;
@@ -744,9 +748,8 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q6_k_q8_k_avx2(int64_t
     do {                                                                                        \
         const __m256i p16 =                                                                     \
             _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *) (q8 + 32 * (k))));     \
-        const __m256i s16 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(                               \
-            sc8, _mm_loadu_si128((const __m128i *) q6_scale_shuffle[4 * h + (k)])));           \
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, s16));                             \
+        sumi = _mm256_add_epi32(sumi,                                                           \
+                                _mm256_madd_epi16(p16, _mm256_shuffle_epi8(sh, pick[k])));      \
     } while (0)
             PI_Q6_STEP(0, q0);
             PI_Q6_STEP(1, q1);
