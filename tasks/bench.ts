@@ -21,9 +21,17 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { bandwidthRead, physicalCores, setThreads } from "../ffi/ops.ts";
-import { modelShape } from "../src/bench/make_model.ts";
+import { MODEL_SHAPES, modelShape } from "../src/bench/make_model.ts";
 import { openGguf } from "../src/gguf/open.ts";
 import { loadModel } from "../src/model/model.ts";
+import { reportError } from "../src/cli/report_error.ts";
+
+const USAGE = `usage: deno task bench --shape NAME [--type q4_0|f16] [--sparsity 0.87] [--seed 1]
+                       [--threads N] [--reps 3] [--pp 49] [--tg 64] [--cache DIR] [--no-dense] [--json]
+       deno task bench --model FILE [--dense-model FILE] [same options]
+Prompt (pp) and generation (tg) tokens/s, sparse vs dense, 1 and N threads (default: the
+physical cores), with the fraction of the memory-read roofline reached by generation.
+Shapes (generated once into --cache): ${Object.keys(MODEL_SHAPES).join(", ")}.`;
 
 interface Stat {
   mean: number;
@@ -180,7 +188,16 @@ function peakRss(): { hwmMiB: number; anonMiB: number } {
 
 const fmtStat = (s: Stat) => `${s.mean.toFixed(2)} ± ${s.sd.toFixed(2)}`;
 
-async function main(args: string[]): Promise<number> {
+/** The task's entry: exit status 0, or 1 after a one-line `error: ...` on stderr. */
+export async function main(args: string[]): Promise<number> {
+  try {
+    return await bench(args);
+  } catch (error) {
+    return reportError(error);
+  }
+}
+
+async function bench(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
@@ -197,8 +214,13 @@ async function main(args: string[]): Promise<number> {
       cache: { type: "string" },
       "no-dense": { type: "boolean", default: false },
       json: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
     },
   });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
   const log = (m: string) => console.error(m);
   const type = values.type === "f16" ? "f16" : "q4_0";
   let sparsePath = values.model;
@@ -206,8 +228,7 @@ async function main(args: string[]): Promise<number> {
   let label = sparsePath?.split("/").pop() ?? "";
   if (!sparsePath) {
     if (!values.shape) {
-      console.error("bench: give --shape NAME or --model FILE");
-      return 2;
+      throw new Error("Give --shape NAME or --model FILE (--help lists the options)");
     }
     const shape = modelShape(values.shape);
     const dir = cacheDir(values.cache);

@@ -32,19 +32,39 @@ import process from "node:process";
 import { makeModel, MODEL_SHAPES, type ModelShape } from "../src/bench/make_model.ts";
 import { quantizeModel } from "../src/quant/quantize_model.ts";
 import { getThreads, setThreads } from "../ffi/ops.ts";
+import { reportError } from "../src/cli/report_error.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    "size-mb": { type: "string", default: "1000" },
-    reps: { type: "string", default: "3" },
-    dir: { type: "string" },
-    keep: { type: "boolean", default: false },
-    threads: { type: "string" },
-    json: { type: "boolean", default: false },
-    "drop-all": { type: "boolean", default: false },
-  },
-});
+const USAGE =
+  `usage: deno task bench:quantize [--size-mb 1000] [--reps 3] [--dir DIR] [--keep] [--threads N]
+                              [--drop-all] [--json]
+Quantizing a generated F16 model to Q4_0 against reading the same file (MB/s of input), warm and
+cold, in one run; --drop-all empties the whole page cache (root) instead of the file's pages.`;
+
+function parseOptions() {
+  try {
+    return parseArgs({
+      args: Deno.args,
+      options: {
+        "size-mb": { type: "string", default: "1000" },
+        reps: { type: "string", default: "3" },
+        dir: { type: "string" },
+        keep: { type: "boolean", default: false },
+        threads: { type: "string" },
+        json: { type: "boolean", default: false },
+        "drop-all": { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (error) {
+    Deno.exit(reportError(error));
+  }
+}
+
+const { values } = parseOptions();
+if (values.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
 
 const CHUNK_BYTES = 8 << 20;
 

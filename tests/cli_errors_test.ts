@@ -10,6 +10,7 @@ import { main as profileMain } from "../src/cli/profile.ts";
 import { quantizeMain } from "../src/cli/quantize.ts";
 import { tokenizeMain } from "../src/cli/tokenize.ts";
 import { main as fuzzMain } from "../tasks/fuzz.ts";
+import { main as benchMain } from "../tasks/bench.ts";
 import { sharedFixture } from "./_helpers.ts";
 
 const TINY = sharedFixture("models/tiny/tiny.powerinfer.f16.gguf");
@@ -303,6 +304,23 @@ Deno.test("fuzz task: bad options are one line, exit 1", async () => {
   await failsWithOneLine(fuzz, ["--cases", "x"], /Bad --cases x/);
   await failsWithOneLine(fuzz, ["--target", "nope", "--cases", "1"], /Unknown target nope/);
   await failsWithOneLine(fuzz, ["--cases", "2", "--replay", "5"], /Bad --replay 5/);
+});
+
+Deno.test("bench task: --help prints the usage; bad options and a missing model are one line", async () => {
+  const out: string[] = [];
+  const log = console.log;
+  console.log = (...a: unknown[]) => out.push(a.map(String).join(" "));
+  try {
+    equal(await benchMain(["--help"]), 0);
+  } finally {
+    console.log = log;
+  }
+  match(out.join("\n"), /^usage: deno task bench --shape NAME/);
+  match(out.join("\n"), /tinyllama-1\.1b/);
+  await failsWithOneLine(benchMain, ["--bogus"], /Unknown option '--bogus'/);
+  await failsWithOneLine(benchMain, [], /Give --shape NAME or --model FILE/);
+  await failsWithOneLine(benchMain, ["--shape", "huge"], /Unknown model shape "huge"/);
+  await failsWithOneLine(benchMain, ["--model", "/nonexistent/m.gguf", "--no-dense"], /m\.gguf/);
 });
 
 Deno.test({
