@@ -124,12 +124,16 @@ PI_TARGET_AVX2 static float dot_f32_avx2(const float *w, const float *x, int64_t
     return s;
 }
 
-PI_TARGET_AVX2 static float dot_f16_avx2(const uint16_t *w, const float *x, int64_t n) {
+// An f16 row · f32 x in four 8-lane sums, prefetching `pf` (a row of as many bytes, read next;
+// or w itself) one line per 32 columns at the offset being read: the next row arrives in step.
+PI_TARGET_AVX2 static float dot_f16_pf_avx2(const uint16_t *w, const float *x, int64_t n,
+                                            const uint16_t *pf) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     int64_t i = 0;
 #define LDH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (p)))
     for (; i + 32 <= n; i += 32) {
+        __builtin_prefetch(pf + i, 0, 3);
         s0 = _mm256_fmadd_ps(LDH(w + i), _mm256_loadu_ps(x + i), s0);
         s1 = _mm256_fmadd_ps(LDH(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);
         s2 = _mm256_fmadd_ps(LDH(w + i + 16), _mm256_loadu_ps(x + i + 16), s2);
@@ -139,6 +143,10 @@ PI_TARGET_AVX2 static float dot_f16_avx2(const uint16_t *w, const float *x, int6
     float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     for (; i < n; i++) s += pi_fp16_to_fp32(w[i]) * x[i];
     return s;
+}
+
+PI_TARGET_AVX2 static float dot_f16_avx2(const uint16_t *w, const float *x, int64_t n) {
+    return dot_f16_pf_avx2(w, x, n, w);
 }
 #endif
 
@@ -305,6 +313,9 @@ typedef struct {
 
 enum { AXPY_TILE = 256 };  // columns per tile (a multiple of 32)
 enum { AXPY_CHUNK = 64 }; // list entries per chunk sum (a multiple of the 4-row pass)
+// One token's tile: whole rows, up to this many columns (a batch's tokens share AXPY_TILE-wide
+// slices of the rows instead), so each gathered row is read as one stream.
+enum { AXPY_WIDE = 4096 };
 
 static void axpy_rows_ref(const sax_ctx *c, float *o, int64_t e0, int64_t e1, int64_t c0,
                           int64_t c1) {
@@ -355,21 +366,41 @@ static void axpy_rows_ref(const sax_ctx *c, float *o, int64_t e0, int64_t e1, in
 PI_TARGET_AVX2 static void axpy_rows_avx2(const sax_ctx *c, float *o, int64_t e0, int64_t e1,
                                           int64_t c0, int64_t c1) {
     int64_t e = e0;
+    // Gathered rows arrive in step with the pass before them: each pass prefetches the rows of
+    // the next pass (its list entries, past this chunk too) at the offsets it is reading, one
+    // line at a time, instead of whole rows up front (a burst that fills the miss buffers).
+    const int64_t e_end = c->start[c->n_tokens];
     if (c->type == PI_TYPE_F16) {
         const int64_t cv = c0 + ((c1 - c0) & ~(int64_t) 7);
         for (; e + 1 < e1; e += 2) {
             const uint16_t *w0 = (const uint16_t *) (c->w + (size_t) c->list[e] * c->wrow);
             const uint16_t *w1 = (const uint16_t *) (c->w + (size_t) c->list[e + 1] * c->wrow);
+            const uint16_t *n0 = e + 3 < e_end
+                                     ? (const uint16_t *) (c->w + (size_t) c->list[e + 2] * c->wrow)
+                                     : w0;
+            const uint16_t *n1 = e + 3 < e_end
+                                     ? (const uint16_t *) (c->w + (size_t) c->list[e + 3] * c->wrow)
+                                     : w1;
             const __m256 m0 = _mm256_set1_ps(c->m[e]), m1 = _mm256_set1_ps(c->m[e + 1]);
-            for (int64_t k = c0; k < cv; k += 8) {
-                __m256 v = _mm256_loadu_ps(o + k);
-                v = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (w0 + k))),
-                                    m0, v);
-                v = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (w1 + k))),
-                                    m1, v);
-                _mm256_storeu_ps(o + k, v);
+#define PI_F16_PAIR(j)                                                                           \
+    do {                                                                                         \
+        __m256 v = _mm256_loadu_ps(o + (j));                                                     \
+        v = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (w0 + (j)))), m0, v); \
+        v = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (w1 + (j)))), m1, v); \
+        _mm256_storeu_ps(o + (j), v);                                                            \
+    } while (0)
+            int64_t k = c0;
+            for (; k + 32 <= cv; k += 32) { // 64 bytes of each row
+                __builtin_prefetch(n0 + k, 0, 3);
+                __builtin_prefetch(n1 + k, 0, 3);
+                PI_F16_PAIR(k);
+                PI_F16_PAIR(k + 8);
+                PI_F16_PAIR(k + 16);
+                PI_F16_PAIR(k + 24);
             }
-            for (int64_t k = cv; k < c1; k++) {
+            for (; k < cv; k += 8) PI_F16_PAIR(k);
+#undef PI_F16_PAIR
+            for (k = cv; k < c1; k++) {
                 o[k] = fmaf(pi_fp16_to_fp32(w0[k]), c->m[e], o[k]);
                 o[k] = fmaf(pi_fp16_to_fp32(w1[k]), c->m[e + 1], o[k]);
             }
@@ -414,13 +445,20 @@ PI_TARGET_AVX2 static void axpy_rows_avx2(const sax_ctx *c, float *o, int64_t e0
             const int64_t ek = e + (k < nr ? k : 0);
             row[k] = c->w + (size_t) c->list[ek] * c->wrow;
             ms[k] = k < nr ? c->m[ek] * c->s[ek] : 0.0f;
-            if (e + 8 + k < e1) {
-                const size_t bb = q4 ? 18 : 34;
-                prefetch_row(c->w + (size_t) c->list[e + 8 + k] * c->wrow + (size_t) b0 * bb,
-                             (size_t) (b1 - b0) * bb);
-            }
+        }
+        // the next pass's rows: one prefetch per row every 3 Q4_0 blocks (54 bytes) or every
+        // Q8_0 block (34 bytes), so that no line of the range is skipped
+        const uint8_t *nxt[4];
+        const int pf = e + 8 <= e_end;
+        const size_t bb = q4 ? 18 : 34;
+        const int64_t pf_every = q4 ? 3 : 1;
+        if (pf) {
+            for (int k = 0; k < 4; k++) nxt[k] = c->w + (size_t) c->list[e + 4 + k] * c->wrow;
         }
         for (int64_t b = b0; b < b1; b++) {
+            if (pf && (b - b0) % pf_every == 0) {
+                for (int k = 0; k < 4; k++) __builtin_prefetch(nxt[k] + (size_t) b * bb, 0, 3);
+            }
             float *ob = o + b * 32;
             __m256 v0 = _mm256_loadu_ps(ob), v1 = _mm256_loadu_ps(ob + 8);
             __m256 v2 = _mm256_loadu_ps(ob + 16), v3 = _mm256_loadu_ps(ob + 24);
@@ -471,13 +509,13 @@ PI_TARGET_AVX2 static void axpy_rows_avx2(const sax_ctx *c, float *o, int64_t e0
 #endif
 
 #if PI_X86
-// The AVX2 sum of one token's rows over columns [k0, k1) (k1 − k0 <= AXPY_TILE): the rows are
+// The AVX2 sum of one token's rows over columns [k0, k1) (k1 − k0 <= AXPY_WIDE): the rows are
 // taken in chunks of AXPY_CHUNK list entries; each chunk is summed from zero in ascending order
 // and the chunk sums are added to `o` in chunk order. Every way of splitting the work (column
 // ranges, or chunks on different threads, see sax_chunk_task) gives these same bits.
 static void axpy_tile_chunked(const sax_ctx *c, float *o, int64_t e0, int64_t e1, int64_t k0,
                               int64_t k1) {
-    float tmp[AXPY_TILE] __attribute__((aligned(32)));
+    float tmp[AXPY_WIDE] __attribute__((aligned(32)));
     memset(o + k0, 0, (size_t) (k1 - k0) * sizeof(float));
     if (e0 < e1) axpy_rows_avx2(c, o, e0, e0 + AXPY_CHUNK < e1 ? e0 + AXPY_CHUNK : e1, k0, k1);
     for (int64_t cs = e0 + AXPY_CHUNK; cs < e1; cs += AXPY_CHUNK) {
@@ -493,9 +531,11 @@ static void sax_task(void *vc, int64_t c0, int64_t c1, int thread_index) {
     const sax_ctx *c = vc;
 #if PI_X86
     if (c->simd) {
-        // column tiles: a batch's tokens pass over each tile while its row slices are cached
-        for (int64_t k0 = c0; k0 < c1; k0 += AXPY_TILE) {
-            const int64_t k1 = k0 + AXPY_TILE < c1 ? k0 + AXPY_TILE : c1;
+        // column tiles: a batch's tokens pass over each tile while its row slices are cached;
+        // a single token takes whole rows
+        const int64_t tile = c->n_tokens == 1 ? AXPY_WIDE : AXPY_TILE;
+        for (int64_t k0 = c0; k0 < c1; k0 += tile) {
+            const int64_t k1 = k0 + tile < c1 ? k0 + tile : c1;
             for (int64_t t = 0; t < c->n_tokens; t++) {
                 axpy_tile_chunked(c, c->out + t * c->n_cols, c->start[t], c->start[t + 1], k0, k1);
             }
@@ -775,6 +815,32 @@ static void ffn_list_q4_task(const ffn_ctx *c, int64_t i0, int64_t i1) {
     }
 }
 
+#if PI_X86
+// F16 gate and up (kind 1/2) on AVX2, one neuron at a time in ffn_neuron's order; each dot
+// prefetches in step the row read after the next (gate j: gate of the next neuron; up j: its up).
+static void ffn_list_f16_task(const ffn_ctx *c, int64_t i0, int64_t i1) {
+    const int64_t n = c->n_embd;
+    if (i0 < i1) {
+        prefetch_row(c->gate + (size_t) c->list[i0] * c->gate_row, c->gate_row);
+        prefetch_row(c->up + (size_t) c->list[i0] * c->up_row, c->up_row);
+    }
+    for (int64_t i = i0; i < i1; i++) {
+        const size_t j = (size_t) c->list[i], jn = (size_t) c->list[i + 1 < i1 ? i + 1 : i];
+        const float g = dot_f16_pf_avx2((const uint16_t *) (c->gate + j * c->gate_row),
+                                        (const float *) c->xg, n,
+                                        (const uint16_t *) (c->gate + jn * c->gate_row));
+        float a = 0.0f;
+        if (g > 0.0f) {
+            const float u = dot_f16_pf_avx2((const uint16_t *) (c->up + j * c->up_row),
+                                            (const float *) c->xu, n,
+                                            (const uint16_t *) (c->up + jn * c->up_row));
+            a = c->kind == 2 ? (u > 0.0f ? g * u : 0.0f) : g * u;
+        }
+        c->act[j] = a;
+    }
+}
+#endif
+
 static void ffn_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
     const ffn_ctx *c = vc;
@@ -782,6 +848,12 @@ static void ffn_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
         ffn_list_q4_task(c, i0, i1);
         return;
     }
+#if PI_X86
+    if (c->simd && c->kind != 3 && c->gate_type == PI_TYPE_F16 && c->up_type == PI_TYPE_F16) {
+        ffn_list_f16_task(c, i0, i1);
+        return;
+    }
+#endif
     for (int64_t i = i0; i < i1; i++) {
         if (i + PF_AHEAD < i1) {
             const size_t j = (size_t) c->list[i + PF_AHEAD];
