@@ -128,62 +128,67 @@ Deno.test("sparseAxpy() skips neurons whose converted activation is zero", () =>
   }
 });
 
+// The second shape is wider than one axpy column tile of a batch (256): a token alone takes
+// whole rows, a batch 256-column slices, and both must give the same bits; its 512 rows make
+// several 64-entry chunks, whose passes prefetch across chunk ends.
 for (const type of TYPES) {
-  Deno.test(`sparse ops ${GgmlType[type]} give the same bits on 1, 2 and 4 threads`, () => {
-    const nRows = 256, nCols = 160, nTokens = 3;
-    const w = weights(99 + type, type, nRows, nCols);
-    const x = randomF32(3, nTokens * nCols);
-    const a = randomF32(4, nTokens * nRows);
-    const { pred, gpuIdx } = predictor(6, nTokens, nRows, 0);
-    const run = (n: number) =>
-      withThreads(n, () => {
-        const mm = new Float32Array(nTokens * nRows);
-        const mm1 = new Float32Array(nRows);
-        const ax = new Float32Array(nTokens * nCols);
-        sparseMatmul(mm, w, type, nRows, nCols, x, nTokens, pred, 0, gpuIdx);
-        sparseMatmul(
-          mm1,
+  for (const [nRows, nCols] of [[256, 160], [512, 544]] as const) {
+    Deno.test(`sparse ops ${GgmlType[type]} ${nRows}x${nCols} give the same bits on 1, 2 and 4 threads`, () => {
+      const nTokens = 3;
+      const w = weights(99 + type, type, nRows, nCols);
+      const x = randomF32(3, nTokens * nCols);
+      const a = randomF32(4, nTokens * nRows);
+      const { pred, gpuIdx } = predictor(6, nTokens, nRows, 0);
+      const run = (n: number) =>
+        withThreads(n, () => {
+          const mm = new Float32Array(nTokens * nRows);
+          const mm1 = new Float32Array(nRows);
+          const ax = new Float32Array(nTokens * nCols);
+          sparseMatmul(mm, w, type, nRows, nCols, x, nTokens, pred, 0, gpuIdx);
+          sparseMatmul(
+            mm1,
+            w,
+            type,
+            nRows,
+            nCols,
+            x.subarray(0, nCols),
+            1,
+            pred.subarray(0, nRows),
+            0,
+            gpuIdx,
+          );
+          sparseAxpy(ax, w, type, nRows, nCols, a, nTokens, pred, 0, gpuIdx);
+          // one token alone: its rows are split in chunks across threads
+          const ax1 = new Float32Array(nCols);
+          const a1 = a.subarray(0, nRows), p1 = pred.subarray(0, nRows);
+          sparseAxpy(ax1, w, type, nRows, nCols, a1, 1, p1, 0, gpuIdx);
+          return [mm, mm1, ax, ax1];
+        });
+      const one = run(1);
+      deepStrictEqual(run(2), one);
+      deepStrictEqual(run(4), one);
+      // a batch gives each token the bits it gets alone
+      deepStrictEqual(one[1], one[0]!.subarray(0, nRows));
+      deepStrictEqual(one[3], one[2]!.subarray(0, nCols));
+      for (let t = 0; t < nTokens; t++) {
+        const ax1 = new Float32Array(nCols);
+        const at = a.subarray(t * nRows, (t + 1) * nRows);
+        sparseAxpy(
+          ax1,
           w,
           type,
           nRows,
           nCols,
-          x.subarray(0, nCols),
+          at,
           1,
-          pred.subarray(0, nRows),
+          pred.subarray(t * nRows, (t + 1) * nRows),
           0,
           gpuIdx,
         );
-        sparseAxpy(ax, w, type, nRows, nCols, a, nTokens, pred, 0, gpuIdx);
-        // one token alone: its rows are split in chunks across threads
-        const ax1 = new Float32Array(nCols);
-        const a1 = a.subarray(0, nRows), p1 = pred.subarray(0, nRows);
-        sparseAxpy(ax1, w, type, nRows, nCols, a1, 1, p1, 0, gpuIdx);
-        return [mm, mm1, ax, ax1];
-      });
-    const one = run(1);
-    deepStrictEqual(run(2), one);
-    deepStrictEqual(run(4), one);
-    // a batch gives each token the bits it gets alone
-    deepStrictEqual(one[1], one[0]!.subarray(0, nRows));
-    deepStrictEqual(one[3], one[2]!.subarray(0, nCols));
-    for (let t = 0; t < nTokens; t++) {
-      const ax1 = new Float32Array(nCols);
-      const at = a.subarray(t * nRows, (t + 1) * nRows);
-      sparseAxpy(
-        ax1,
-        w,
-        type,
-        nRows,
-        nCols,
-        at,
-        1,
-        pred.subarray(t * nRows, (t + 1) * nRows),
-        0,
-        gpuIdx,
-      );
-      deepStrictEqual(ax1, one[2]!.subarray(t * nCols, (t + 1) * nCols));
-    }
-  });
+        deepStrictEqual(ax1, one[2]!.subarray(t * nCols, (t + 1) * nCols));
+      }
+    });
+  }
 }
 
 function ffnLayer(seed: number, type: GgmlType, nEmbd: number, nFf: number, nHidden: number) {
