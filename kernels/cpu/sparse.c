@@ -14,6 +14,7 @@
 // thread count. The AVX2 paths use fused multiply-adds and 8-lane sums; the _ref twins are plain
 // scalar loops (products rounded, then added) and agree to a tolerance (tests/sparse_test.ts).
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,17 +213,58 @@ static void smm_rows_task(void *vc, int64_t r0, int64_t r1, int thread_index) {
     }
 }
 
+#if PI_X86
+// Branch-free list compaction, 8 candidates at a time: entry m of pack8[mask] is the index of
+// the m-th set bit of mask (the rest 0), so one store writes the survivors in ascending order.
+static int32_t pack8[256][8];
+static pthread_once_t pack8_once = PTHREAD_ONCE_INIT;
+static void pack8_build(void) {
+    for (int mask = 0; mask < 256; mask++) {
+        int m = 0;
+        for (int b = 0; b < 8; b++) {
+            if (mask & (1 << b)) pack8[mask][m++] = b;
+        }
+    }
+}
+
+// Bit b set where gpu_idx[j + b] is 0 (the neuron is on the CPU side).
+PI_TARGET_AVX2 static inline int cpu_side8(const uint8_t *gpu_idx, int64_t j) {
+    if (!gpu_idx) return 0xff;
+    return _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadl_epi64((const __m128i *) (gpu_idx + j)),
+                                            _mm_setzero_si128())) & 0xff;
+}
+
+PI_TARGET_AVX2 static int64_t active_list_avx2(int32_t *list, const float *pred, int64_t n,
+                                               float threshold, const uint8_t *gpu_idx) {
+    const __m256 th = _mm256_set1_ps(threshold);
+    int64_t k = 0, j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(pred + j), th,
+                                                          _CMP_GE_OQ)) & cpu_side8(gpu_idx, j);
+        const __m256i idx = _mm256_loadu_si256((const __m256i *) pack8[mask]);
+        _mm256_storeu_si256((__m256i *) (list + k),
+                            _mm256_add_epi32(idx, _mm256_set1_epi32((int32_t) j)));
+        k += __builtin_popcount((unsigned) mask);
+    }
+    for (; j < n; j++) {
+        if (pred[j] >= threshold && !(gpu_idx && gpu_idx[j])) list[k++] = (int32_t) j;
+    }
+    return k;
+}
+#endif
+
+// Active cold rows in ascending order (the AVX2 stores never pass list[n - 1]: k <= j).
 static int64_t active_list(int32_t *list, const float *pred, int64_t n, float threshold,
                            const uint8_t *gpu_idx) {
+#if PI_X86
+    if (pi_has_avx2()) {
+        pthread_once(&pack8_once, pack8_build);
+        return active_list_avx2(list, pred, n, threshold, gpu_idx);
+    }
+#endif
     int64_t k = 0;
-    if (gpu_idx) {
-        for (int64_t j = 0; j < n; j++) {
-            if (pred[j] >= threshold && !gpu_idx[j]) list[k++] = (int32_t) j;
-        }
-    } else {
-        for (int64_t j = 0; j < n; j++) {
-            if (pred[j] >= threshold) list[k++] = (int32_t) j;
-        }
+    for (int64_t j = 0; j < n; j++) {
+        if (pred[j] >= threshold && !(gpu_idx && gpu_idx[j])) list[k++] = (int32_t) j;
     }
     return k;
 }
@@ -585,6 +627,35 @@ static void sax_reduce_task(void *vctx, int64_t k0, int64_t k1, int thread_index
 }
 #endif
 
+#if PI_X86
+// axpy_prepare's quantized-activation list for one token, 8 neurons at a time (n_rows is a
+// multiple of 32, so a group never straddles two activation blocks): the entries of the
+// scalar loop (pred >= T, on the CPU side, code != 0), in the same order, from index k.
+PI_TARGET_AVX2 static int64_t axpy_list_q8_avx2(int32_t *list, float *m, float *s, int64_t k,
+                                                const pi_block_q8_0 *q, const float *pred,
+                                                int64_t n_rows, float threshold,
+                                                const uint8_t *gpu_idx) {
+    pthread_once(&pack8_once, pack8_build);
+    const __m256 th = _mm256_set1_ps(threshold);
+    for (int64_t j = 0; j < n_rows; j += 8) {
+        const pi_block_q8_0 *b = q + j / 32;
+        const __m128i codes = _mm_loadl_epi64((const __m128i *) (b->qs + j % 32));
+        const int nonzero = ~_mm_movemask_epi8(_mm_cmpeq_epi8(codes, _mm_setzero_si128())) & 0xff;
+        const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(pred + j), th,
+                                                          _CMP_GE_OQ)) &
+                         cpu_side8(gpu_idx, j) & nonzero;
+        const __m256i idx = _mm256_loadu_si256((const __m256i *) pack8[mask]);
+        _mm256_storeu_si256((__m256i *) (list + k),
+                            _mm256_add_epi32(idx, _mm256_set1_epi32((int32_t) j)));
+        _mm256_storeu_ps(m + k, _mm256_permutevar8x32_ps(
+                                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes)), idx));
+        _mm256_storeu_ps(s + k, _mm256_set1_ps(pi_fp16_to_fp32(b->d)));
+        k += __builtin_popcount((unsigned) mask);
+    }
+    return k;
+}
+#endif
+
 // Builds the per-token lists of surviving rows with their multipliers. `cand` (optional) lists
 // per token the candidate rows already known to pass the predictor test; else pred is scanned.
 static int axpy_prepare(const char *name, const wfmt *f, int64_t n_rows, const float *a,
@@ -617,6 +688,12 @@ static int axpy_prepare(const char *name, const wfmt *f, int64_t n_rows, const f
             } else {
                 pi_qd_quantize_q8_0(at, q, n_rows);
             }
+#if PI_X86
+            if (!ref && pi_has_avx2()) {
+                k = axpy_list_q8_avx2(list, m, s, k, q, pt, n_rows, threshold, gpu_idx);
+                continue;
+            }
+#endif
             for (int64_t j = 0; j < n_rows; j++) {
                 if (!(pt[j] >= threshold) || (gpu_idx && gpu_idx[j])) continue;
                 const int b = q[j / 32].qs[j % 32];
