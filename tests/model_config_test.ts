@@ -6,7 +6,7 @@ import { parseGguf } from "../src/gguf/reader.ts";
 import { GgmlType, type GgufKv, GgufValueType } from "../src/gguf/types.ts";
 import { serializeGguf } from "../src/gguf/writer.ts";
 import { readModelConfig, sparseThreshold } from "../src/model/config.ts";
-import { matrix, vector } from "../src/model/weights.ts";
+import { matrix, stackedRows, vector } from "../src/model/weights.ts";
 
 const U32 = GgufValueType.UINT32;
 
@@ -130,4 +130,27 @@ Deno.test("matrix() and vector() check names, shapes and types", async () => {
   throws(() => matrix(f, "output.weight", 64, 10), /Tensor "output.weight" is missing/);
   equal(vector(f, "norm.weight", 64).length, 64);
   throws(() => vector(f, "norm.weight", 32), ModelConfigError);
+});
+
+Deno.test("stackedRows() views adjacent matrices of one type and width as one, else null", () => {
+  const bytes = new Uint8Array(64 * 6);
+  const t = (name: string, off: number, rows: number, type = GgmlType.F32, cols = 16) => ({
+    name,
+    type,
+    nRows: rows,
+    nCols: cols,
+    data: bytes.subarray(off, off + rows * cols * 4),
+  });
+  const q = t("q", 0, 2), k = t("k", 128, 1), v = t("v", 192, 1);
+  const s = stackedRows("qkv", [q, k, v]);
+  equal(s?.nRows, 4);
+  equal(s?.nCols, 16);
+  equal(s?.data.byteOffset, 0);
+  equal(s?.data.byteLength, 256);
+  equal(s?.data.buffer, bytes.buffer); // a view, not a copy
+  equal(stackedRows("gap", [q, t("k", 192, 1)]), null);
+  equal(stackedRows("order", [k, q]), null);
+  equal(stackedRows("type", [q, t("k", 128, 1, GgmlType.F16, 32)]), null);
+  equal(stackedRows("width", [q, t("k", 128, 2, GgmlType.F32, 8)]), null);
+  equal(stackedRows("other buffer", [q, { ...k, data: new Uint8Array(64) }]), null);
 });

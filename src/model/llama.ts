@@ -20,7 +20,7 @@ import {
   layerSparseFfn,
 } from "./forward.ts";
 import type { SparseFfnWeights } from "./sparse.ts";
-import { matrix, sparseFfnWeights, vector } from "./weights.ts";
+import { matrix, sparseFfnWeights, stackedRows, vector } from "./weights.ts";
 
 /** Dense FFN tensors: `down · act(gate·f, up·f)`. */
 export interface DenseFfnWeights {
@@ -35,6 +35,8 @@ export interface LlamaLayer {
   readonly wq: WeightTensor;
   readonly wk: WeightTensor;
   readonly wv: WeightTensor;
+  /** wq, wk and wv as one matrix when they are adjacent in the file (one matmul per token). */
+  readonly wqkv: WeightTensor | null;
   readonly wo: WeightTensor;
   readonly ffnNorm: Float32Array;
   readonly dense: DenseFfnWeights | null;
@@ -69,11 +71,15 @@ export function loadLlamaWeights(file: GgufFile, c: ModelConfig): LlamaWeights {
         down: matrix(file, `${p}.ffn_down.weight`, c.nFf, c.nEmbd),
       };
     }
+    const wq = matrix(file, `${p}.attn_q.weight`, c.nEmbd, c.nEmbd);
+    const wk = matrix(file, `${p}.attn_k.weight`, c.nEmbd, c.nEmbdGqa);
+    const wv = matrix(file, `${p}.attn_v.weight`, c.nEmbd, c.nEmbdGqa);
     layers.push({
       attnNorm: vector(file, `${p}.attn_norm.weight`, c.nEmbd),
-      wq: matrix(file, `${p}.attn_q.weight`, c.nEmbd, c.nEmbd),
-      wk: matrix(file, `${p}.attn_k.weight`, c.nEmbd, c.nEmbdGqa),
-      wv: matrix(file, `${p}.attn_v.weight`, c.nEmbd, c.nEmbdGqa),
+      wq,
+      wk,
+      wv,
+      wqkv: stackedRows(`${p}.attn_q|k|v`, [wq, wk, wv]),
       wo: matrix(file, `${p}.attn_output.weight`, c.nEmbd, c.nEmbd),
       ffnNorm: vector(file, `${p}.ffn_norm.weight`, c.nEmbd),
       dense,
@@ -112,12 +118,22 @@ export function llamaForward(
     const a = s.get("a", n * c.nEmbd);
     be.rmsNorm(a, x, L.attnNorm, c.normEps);
     // x2 = Wo·Attn(rope(Wq·a), rope(Wk·a), Wv·a) + x
-    const q = s.get("q", n * c.nEmbd);
-    const k = s.get("k", n * c.nEmbdGqa);
-    const v = s.get("v", n * c.nEmbdGqa);
-    be.matmul(q, L.wq, a, n);
-    be.matmul(k, L.wk, a, n);
-    be.matmul(v, L.wv, a, n);
+    let q: Float32Array, k: Float32Array, v: Float32Array;
+    if (n === 1 && L.wqkv) {
+      // one token, Q/K/V adjacent in the file: one matmul gives [q | k | v]
+      const qkv = s.get("qkv", c.nEmbd + 2 * c.nEmbdGqa);
+      be.matmul(qkv, L.wqkv, a, 1);
+      q = qkv.subarray(0, c.nEmbd);
+      k = qkv.subarray(c.nEmbd, c.nEmbd + c.nEmbdGqa);
+      v = qkv.subarray(c.nEmbd + c.nEmbdGqa);
+    } else {
+      q = s.get("q", n * c.nEmbd);
+      k = s.get("k", n * c.nEmbdGqa);
+      v = s.get("v", n * c.nEmbdGqa);
+      be.matmul(q, L.wq, a, n);
+      be.matmul(k, L.wk, a, n);
+      be.matmul(v, L.wv, a, n);
+    }
     const attn = attentionBlock(ctx, l, batch, q, k, v, L.wo);
     const x2 = add(s.get("x2", n * c.nEmbd), attn, x);
     // f = RMSNorm(x2)·ffn_norm;  x' = FFN(f; predictor on x2) + x2

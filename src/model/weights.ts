@@ -57,6 +57,39 @@ export function matrix(file: GgufFile, name: string, nCols: number, nRows: numbe
 }
 
 /**
+ * One matrix over several that lie back to back in the mapping, with the same type and row
+ * length: a zero-copy view whose rows are those of the first part, then of the next, and so on
+ * (one matmul over it gives each part's rows, bit for bit, one FFI call and one pass over the
+ * input instead of several). Null when they are not adjacent.
+ *
+ * @param name A name for the view (messages).
+ * @param parts The matrices, in file order.
+ * @returns The stacked view, or null.
+ */
+export function stackedRows(name: string, parts: readonly WeightTensor[]): WeightTensor | null {
+  const first = parts[0];
+  if (!first) return null;
+  let end = first.data.byteOffset + first.data.byteLength;
+  let nRows = first.nRows;
+  for (const p of parts.slice(1)) {
+    if (
+      p.type !== first.type || p.nCols !== first.nCols || p.data.buffer !== first.data.buffer ||
+      p.data.byteOffset !== end
+    ) {
+      return null;
+    }
+    end += p.data.byteLength;
+    nRows += p.nRows;
+  }
+  const data = new Uint8Array(
+    first.data.buffer,
+    first.data.byteOffset,
+    end - first.data.byteOffset,
+  );
+  return { name, type: first.type, nRows, nCols: first.nCols, data };
+}
+
+/**
  * Like {@link matrix}, but also accepts types the matmul kernels lack (Q5_0: PowerInfer's
  * quantize writes predictors as Q5_0 for non-Q4_0 targets) by dequantizing them to an F32
  * copy. The predictor then runs on f32 activations instead of Q8_0 ones, so decisions within
