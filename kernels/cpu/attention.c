@@ -158,7 +158,8 @@ PI_TARGET_AVX2 static inline float round_f16_f16c(float f) {
 }
 
 // Four f16 rows (any addresses) against one f32 vector: out[k] has exactly the bits of
-// dot_f16_avx2(a[k], b, n), with the loads and conversions of b shared.
+// dot_f16_avx2(a[k], b, n); the f32 part shares the loads of b, the f64 tail (under 64 products)
+// goes row by row through dot_f16_tail.
 PI_TARGET_AVX2 static void dot4_f16_avx2(const uint16_t *const a[4], const float *b, int64_t n,
                                          float out[4]) {
     const int64_t n64 = n & ~(int64_t) 63;
@@ -173,29 +174,9 @@ PI_TARGET_AVX2 static void dot4_f16_avx2(const uint16_t *const a[4], const float
                 _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (a[k] + i + 8))), y1, s1[k]);
         }
     }
-    if (n64 == n) {
-        for (int k = 0; k < 4; k++) out[k] = (float) ((double) hsum8(_mm256_add_ps(s0[k], s1[k])) + 0.0);
-        return;
-    }
-    __m256d lo[4], hi[4];
-    for (int k = 0; k < 4; k++) lo[k] = hi[k] = _mm256_setzero_pd();
-    int64_t i = n64;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 y = _mm256_loadu_ps(b + i);
-        for (int k = 0; k < 4; k++) {
-            const __m256 p =
-                _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (a[k] + i))), y);
-            lo[k] = _mm256_add_pd(lo[k], _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
-            hi[k] = _mm256_add_pd(hi[k], _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
-        }
-    }
     for (int k = 0; k < 4; k++) {
-        const __m256d acc = _mm256_add_pd(lo[k], hi[k]);
-        const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(acc), _mm256_extractf128_pd(acc, 1));
-        double r = n64 ? (double) hsum8(_mm256_add_ps(s0[k], s1[k])) : 0.0;
-        r += _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
-        for (int64_t j = i; j < n; j++) r += (double) (pi_fp16_to_fp32(a[k][j]) * b[j]);
-        out[k] = (float) r;
+        const double r = n64 ? (double) hsum8(_mm256_add_ps(s0[k], s1[k])) : 0.0;
+        out[k] = (float) dot_f16_tail(a[k], b, n64, n, r);
     }
 }
 
