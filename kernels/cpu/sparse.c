@@ -125,16 +125,16 @@ PI_TARGET_AVX2 static float dot_f32_avx2(const float *w, const float *x, int64_t
     return s;
 }
 
-// An f16 row · f32 x in four 8-lane sums, prefetching `pf` (a row of as many bytes, read next;
-// or w itself) one line per 32 columns at the offset being read: the next row arrives in step.
-PI_TARGET_AVX2 static float dot_f16_pf_avx2(const uint16_t *w, const float *x, int64_t n,
-                                            const uint16_t *pf) {
+// An f16 row · f32 x in four 8-lane sums; if `pf` (a row of as many bytes, read next) is given,
+// it is prefetched one line per 32 columns at the offset being read, so it arrives in step.
+PI_TARGET_AVX2 __attribute__((always_inline)) static inline float
+dot_f16_pf_avx2(const uint16_t *w, const float *x, int64_t n, const uint16_t *pf) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     int64_t i = 0;
 #define LDH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (p)))
     for (; i + 32 <= n; i += 32) {
-        __builtin_prefetch(pf + i, 0, 3);
+        if (pf) __builtin_prefetch(pf + i, 0, 3);
         s0 = _mm256_fmadd_ps(LDH(w + i), _mm256_loadu_ps(x + i), s0);
         s1 = _mm256_fmadd_ps(LDH(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);
         s2 = _mm256_fmadd_ps(LDH(w + i + 16), _mm256_loadu_ps(x + i + 16), s2);
@@ -147,7 +147,7 @@ PI_TARGET_AVX2 static float dot_f16_pf_avx2(const uint16_t *w, const float *x, i
 }
 
 PI_TARGET_AVX2 static float dot_f16_avx2(const uint16_t *w, const float *x, int64_t n) {
-    return dot_f16_pf_avx2(w, x, n, w);
+    return dot_f16_pf_avx2(w, x, n, NULL);
 }
 #endif
 
@@ -227,6 +227,15 @@ static void pack8_build(void) {
     }
 }
 
+// Writes j + (the set bits of mask, ascending) to list[k..] (8 entries stored, the extra ones
+// overwritten later); returns the offsets it stored, for gathering values in the same order.
+PI_TARGET_AVX2 static inline __m256i pack8_store(int32_t *list, int64_t k, int64_t j, int mask) {
+    const __m256i idx = _mm256_loadu_si256((const __m256i *) pack8[mask]);
+    _mm256_storeu_si256((__m256i *) (list + k),
+                        _mm256_add_epi32(idx, _mm256_set1_epi32((int32_t) j)));
+    return idx;
+}
+
 // Bit b set where gpu_idx[j + b] is 0 (the neuron is on the CPU side).
 PI_TARGET_AVX2 static inline int cpu_side8(const uint8_t *gpu_idx, int64_t j) {
     if (!gpu_idx) return 0xff;
@@ -236,14 +245,13 @@ PI_TARGET_AVX2 static inline int cpu_side8(const uint8_t *gpu_idx, int64_t j) {
 
 PI_TARGET_AVX2 static int64_t active_list_avx2(int32_t *list, const float *pred, int64_t n,
                                                float threshold, const uint8_t *gpu_idx) {
+    pthread_once(&pack8_once, pack8_build);
     const __m256 th = _mm256_set1_ps(threshold);
     int64_t k = 0, j = 0;
     for (; j + 8 <= n; j += 8) {
         const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(pred + j), th,
                                                           _CMP_GE_OQ)) & cpu_side8(gpu_idx, j);
-        const __m256i idx = _mm256_loadu_si256((const __m256i *) pack8[mask]);
-        _mm256_storeu_si256((__m256i *) (list + k),
-                            _mm256_add_epi32(idx, _mm256_set1_epi32((int32_t) j)));
+        pack8_store(list, k, j, mask);
         k += __builtin_popcount((unsigned) mask);
     }
     for (; j < n; j++) {
@@ -257,10 +265,7 @@ PI_TARGET_AVX2 static int64_t active_list_avx2(int32_t *list, const float *pred,
 static int64_t active_list(int32_t *list, const float *pred, int64_t n, float threshold,
                            const uint8_t *gpu_idx) {
 #if PI_X86
-    if (pi_has_avx2()) {
-        pthread_once(&pack8_once, pack8_build);
-        return active_list_avx2(list, pred, n, threshold, gpu_idx);
-    }
+    if (pi_has_avx2()) return active_list_avx2(list, pred, n, threshold, gpu_idx);
 #endif
     int64_t k = 0;
     for (int64_t j = 0; j < n; j++) {
@@ -644,9 +649,7 @@ PI_TARGET_AVX2 static int64_t axpy_list_q8_avx2(int32_t *list, float *m, float *
         const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(pred + j), th,
                                                           _CMP_GE_OQ)) &
                          cpu_side8(gpu_idx, j) & nonzero;
-        const __m256i idx = _mm256_loadu_si256((const __m256i *) pack8[mask]);
-        _mm256_storeu_si256((__m256i *) (list + k),
-                            _mm256_add_epi32(idx, _mm256_set1_epi32((int32_t) j)));
+        const __m256i idx = pack8_store(list, k, j, mask);
         _mm256_storeu_ps(m + k, _mm256_permutevar8x32_ps(
                                     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes)), idx));
         _mm256_storeu_ps(s + k, _mm256_set1_ps(pi_fp16_to_fp32(b->d)));
@@ -895,7 +898,7 @@ static void ffn_list_q4_task(const ffn_ctx *c, int64_t i0, int64_t i1) {
 #if PI_X86
 // F16 gate and up (kind 1/2) on AVX2, one neuron at a time in ffn_neuron's order; each dot
 // prefetches in step the row read after the next (gate j: gate of the next neuron; up j: its up).
-static void ffn_list_f16_task(const ffn_ctx *c, int64_t i0, int64_t i1) {
+PI_TARGET_AVX2 static void ffn_list_f16_task(const ffn_ctx *c, int64_t i0, int64_t i1) {
     const int64_t n = c->n_embd;
     if (i0 < i1) {
         prefetch_row(c->gate + (size_t) c->list[i0] * c->gate_row, c->gate_row);
