@@ -215,6 +215,7 @@ function ffnByOps(
   n: number,
   threshold: number,
   gpuIdx: Uint8Array | null,
+  kind: "relu_mul" | "relu_relu_mul" = "relu_mul",
 ) {
   const nFf = w.up.nRows, nEmbd = w.downT.nCols, nHidden = w.fc1.nRows;
   const hidden = new Float32Array(n * nHidden);
@@ -226,30 +227,30 @@ function ffnByOps(
   sparseMatmul(up, w.up.data, w.up.type, nFf, nEmbd, f, n, pred, threshold, gpuIdx);
   sparseMatmul(gate, w.gate!.data, w.gate!.type, nFf, nEmbd, f, n, pred, threshold, gpuIdx);
   const a = new Float32Array(n * nFf);
-  activation(a, gate, up, "relu_mul");
+  activation(a, gate, up, kind);
   const out = new Float32Array(n * nEmbd);
   sparseAxpy(out, w.downT.data, w.downT.type, nFf, nEmbd, a, n, pred, threshold, gpuIdx);
   return { out, pred };
 }
 
 for (const type of TYPES) {
-  for (const nTokens of [1, 4]) {
+  for (const [nTokens, kind] of [[1, "relu_mul"], [4, "relu_mul"], [1, "relu_relu_mul"]] as const) {
     Deno.test(
       `sparseFfn() ${
         GgmlType[type]
-      }, ${nTokens} tokens equals the separate ops bit for bit on 1 and 2 threads`,
+      } ${kind}, ${nTokens} tokens equals the separate ops bit for bit on 1 and 2 threads`,
       () => {
         const nEmbd = 64, nFf = 1024, nHidden = 32;
         const w = ffnLayer(17 * type, type, nEmbd, nFf, nHidden);
         const f = randomF32(21, nTokens * nEmbd);
         const z = randomF32(22, nTokens * nEmbd, 3);
         const gpuIdx = Uint8Array.from({ length: nFf }, (_, j) => (j % 7 === 0 ? 1 : 0));
-        const expect = ffnByOps(w, f, z, nTokens, 0, gpuIdx);
+        const expect = ffnByOps(w, f, z, nTokens, 0, gpuIdx, kind);
         for (const threads of [1, 2]) {
           withThreads(threads, () => {
             const out = new Float32Array(nTokens * nEmbd);
             const pred = new Float32Array(nTokens * nFf);
-            sparseFfn(out, f, z, nTokens, w, "relu_mul", 0, gpuIdx, pred);
+            sparseFfn(out, f, z, nTokens, w, kind, 0, gpuIdx, pred);
             deepStrictEqual(pred, expect.pred);
             deepStrictEqual(out, expect.out);
           });

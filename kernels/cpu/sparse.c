@@ -813,6 +813,11 @@ typedef struct {
     const int32_t *list; // n_tokens == 1
 } ffn_ctx;
 
+// a_j from a gate value g > 0 and the up value u: ReLU(g)·u (kind 1), ReLU(g)·ReLU(u) (kind 2).
+static inline float ffn_gated(int kind, float g, float u) {
+    return kind == 2 && !(u > 0.0f) ? 0.0f : g * u;
+}
+
 static inline float ffn_neuron(const ffn_ctx *c, int64_t t, int64_t j) {
     const int64_t n = c->n_embd;
     if (c->kind == 3) {
@@ -825,8 +830,7 @@ static inline float ffn_neuron(const ffn_ctx *c, int64_t t, int64_t j) {
     if (!(g > 0.0f)) return 0.0f;
     const float u = row_dot(c->up_type, c->simd, c->up + (size_t) j * c->up_row,
                             c->xu + t * c->xu_row, n);
-    if (c->kind == 2) return u > 0.0f ? g * u : 0.0f;
-    return g * u;
+    return ffn_gated(c->kind, g, u);
 }
 
 // Q4_0 gate and up with kind 1/2 on AVX2: gate dots 4 neurons per pass, up dots 4 per pass over
@@ -877,8 +881,7 @@ static void ffn_list_q4_task(const ffn_ctx *c, int64_t i0, int64_t i1) {
                 pi_qd_dot4_q4_0_q8_0x(n, rows, has_next && !next_fetched ? next : NULL, c->xu, u);
                 next_fetched = 1;
                 for (int q = 0; q < 4; q++) {
-                    c->act[pend[q]] = c->kind == 2 ? (u[q] > 0.0f ? pg[q] * u[q] : 0.0f)
-                                                   : pg[q] * u[q];
+                    c->act[pend[q]] = ffn_gated(c->kind, pg[q], u[q]);
                 }
                 np = 0;
             }
@@ -891,7 +894,7 @@ static void ffn_list_q4_task(const ffn_ctx *c, int64_t i0, int64_t i1) {
     }
     for (int q = 0; q < np; q++) {
         const float u = pi_qd_dot_q4_0_q8_0x(n, c->up + (size_t) pend[q] * c->up_row, c->xu);
-        c->act[pend[q]] = c->kind == 2 ? (u > 0.0f ? pg[q] * u : 0.0f) : pg[q] * u;
+        c->act[pend[q]] = ffn_gated(c->kind, pg[q], u);
     }
 }
 
@@ -914,7 +917,7 @@ PI_TARGET_AVX2 static void ffn_list_f16_task(const ffn_ctx *c, int64_t i0, int64
             const float u = dot_f16_pf_avx2((const uint16_t *) (c->up + j * c->up_row),
                                             (const float *) c->xu, n,
                                             (const uint16_t *) (c->up + jn * c->up_row));
-            a = c->kind == 2 ? (u > 0.0f ? g * u : 0.0f) : g * u;
+            a = ffn_gated(c->kind, g, u);
         }
         c->act[j] = a;
     }
