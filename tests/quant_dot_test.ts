@@ -3,7 +3,6 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import {
   getThreads,
-  hasAvx2,
   matmul,
   matmulRef,
   quantizeQ8_0Act,
@@ -156,9 +155,10 @@ function dotGgmlAvx2(type: GgmlType, w: Uint8Array, y: Uint8Array, nBlocks: numb
 }
 
 // Sparse Q4_0 models flip predictor decisions on last-bit differences (PowerInfer's fixtures
-// failed by 0.06 when the kernels summed 8 blocks per lane), so every AVX2 Q4_0/Q8_0 path is
-// pinned to ggml's bits: matrix-vector row groups and their leftovers, short predictor rows,
-// n % 256 tails, 4-token prompt tiles, the sparse gather-dot, 1 and 2 threads.
+// failed by 0.06 when the kernels summed 8 blocks per lane), so every fast Q4_0/Q8_0 path (the
+// AVX2 kernels, and without AVX2 their portable twins) is pinned to ggml's AVX2 bits:
+// matrix-vector row groups and their leftovers, short predictor rows, n % 256 tails, 4-token
+// prompt tiles, the sparse gather-dot, 1 and 2 threads.
 for (const type of [GgmlType.Q4_0, GgmlType.Q8_0]) {
   for (
     const [nRows, nCols, nTokens] of [[37, 96, 1], [70, 256, 1], [45, 2048 + 96, 1], [
@@ -171,8 +171,6 @@ for (const type of [GgmlType.Q4_0, GgmlType.Q8_0]) {
       name: `matmul()/sparseMatmul() ${
         GgmlType[type]
       } ${nRows}x${nCols} x ${nTokens} equal ggml's AVX2 dot bit for bit`,
-      // the portable kernels (no AVX2, or PI_FORCE_SCALAR=1) sum in other orders
-      ignore: !hasAvx2(),
       fn: () => {
         const w = randomWeights(nRows + nCols, type, nRows, nCols);
         const x = randomF32(nCols + 7, nTokens * nCols, 3);

@@ -79,6 +79,45 @@ static float dot_f32_ref(const float *a, const float *b, int64_t n) {
     return acc;
 }
 
+// Portable twins of dot_f16_avx2 / dot_f32_avx2 (pi_internal.h): the same lanes, fmaf and
+// reduction trees in plain C, the fast path without AVX2.
+static double dot_f16_tail_lanes(const uint16_t *a, const float *b, int64_t i, int64_t n,
+                                 double r) {
+    double acc[8] = {0};
+    for (; i + 8 <= n; i += 8) {
+        for (int l = 0; l < 8; l++) acc[l] += (double) (pi_fp16_to_fp32(a[i + l]) * b[i + l]);
+    }
+    r += ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    for (; i < n; i++) r += (double) (pi_fp16_to_fp32(a[i]) * b[i]);
+    return r;
+}
+
+static float dot_f16_lanes(const uint16_t *a, const float *b, int64_t n) {
+    const int64_t n64 = n & ~(int64_t) 63;
+    float acc0[8] = {0}, acc1[8] = {0};
+    for (int64_t i = 0; i < n64; i += 16) {
+        for (int l = 0; l < 8; l++) {
+            acc0[l] = fmaf(pi_fp16_to_fp32(a[i + l]), b[i + l], acc0[l]);
+            acc1[l] = fmaf(pi_fp16_to_fp32(a[i + 8 + l]), b[i + 8 + l], acc1[l]);
+        }
+    }
+    float v[8];
+    for (int l = 0; l < 8; l++) v[l] = acc0[l] + acc1[l];
+    const double r = n64 ? (double) pi_hsum8_lanes(v) : 0.0;
+    return (float) dot_f16_tail_lanes(a, b, n64, n, r);
+}
+
+static float dot_f32_lanes(const float *a, const float *b, int64_t n) {
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        for (int l = 0; l < 8; l++) acc[l] = fmaf(a[i + l], b[i + l], acc[l]);
+    }
+    float r = pi_hsum8_lanes(acc);
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
 #if PI_X86
 PI_TARGET_AVX2 static inline float hsum8(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -131,12 +170,16 @@ PI_TARGET_AVX2 static float dot_f32_avx2(const float *a, const float *b, int64_t
 }
 #endif
 
-static float att_dot(const void *a, int f16, const float *b, int64_t n, int avx2) {
+// avx2: the AVX2 kernels; lanes: their portable twins (same bits); neither: the reference.
+static float att_dot(const void *a, int f16, const float *b, int64_t n, int avx2, int lanes) {
 #if PI_X86
     if (avx2) return f16 ? dot_f16_avx2((const uint16_t *) a, b, n) : dot_f32_avx2((const float *) a, b, n);
 #else
     (void) avx2;
 #endif
+    if (lanes) {
+        return f16 ? dot_f16_lanes((const uint16_t *) a, b, n) : dot_f32_lanes((const float *) a, b, n);
+    }
     return f16 ? dot_f16_ref((const uint16_t *) a, b, n) : dot_f32_ref((const float *) a, b, n);
 }
 
@@ -148,7 +191,8 @@ typedef struct {
     int64_t n_ctx, n_kv, n_head, n_head_kv, head_dim;
     const int32_t *q_pos, *cell_pos;
     float scale;
-    int avx2;
+    int avx2;  // the AVX2 kernels
+    int lanes; // no AVX2: their portable twins
     int failed;
 } att_ctx;
 
@@ -274,7 +318,7 @@ __attribute__((always_inline)) static inline void attend_one_body(const att_ctx 
             if (m == 1) {
                 const char *kr =
                     (const char *) c->k_cache + (size_t) (s * n_embd_gqa + kvh * hd) * esz;
-                dot[k] = att_dot(kr, f16, qr, hd, c->avx2);
+                dot[k] = att_dot(kr, f16, qr, hd, c->avx2, c->lanes);
             }
             score[s] = dot[k] * c->scale;
             if (score[s] > mx) mx = score[s];
@@ -313,7 +357,7 @@ __attribute__((always_inline)) static inline void attend_one_body(const att_ctx 
         }
 #endif
         const char *vr = (const char *) c->v_cache + (size_t) ((kvh * hd + d) * c->n_ctx) * esz;
-        o[d] = att_dot(vr, f16, score, n_kv, c->avx2);
+        o[d] = att_dot(vr, f16, score, n_kv, c->avx2, c->lanes);
         d++;
     }
 }
@@ -352,7 +396,8 @@ static void attention_task(void *ctx, int64_t i0, int64_t i1, int thread_index) 
 static int attention_run(const char *name, float *out, const float *q, const void *k_cache,
                          const void *v_cache, int32_t kv_type, int64_t n_ctx, int64_t n_kv,
                          int64_t n_tokens, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
-                         const int32_t *q_pos, const int32_t *cell_pos, float scale, int avx2) {
+                         const int32_t *q_pos, const int32_t *cell_pos, float scale, int fast) {
+    const int avx2 = fast && PI_X86 && pi_has_avx2();
     if (!out || !q || !k_cache || !v_cache || !q_pos || !cell_pos) {
         pi_set_error("%s: null pointer", name);
         return PI_ERR_ARG;
@@ -369,7 +414,7 @@ static int attention_run(const char *name, float *out, const float *q, const voi
     }
     if (avx2) pthread_once(&exp_once, exp_table_build);
     att_ctx c = {out, q, k_cache, v_cache, kv_type, n_ctx, n_kv, n_head, n_head_kv, head_dim,
-                 q_pos, cell_pos, scale, avx2, 0};
+                 q_pos, cell_pos, scale, avx2, fast && !avx2, 0};
     pi_parallel_for(n_tokens * n_head, 1, attention_task, &c);
     if (c.failed) {
         pi_set_error("%s: out of memory for %lld scores", name, (long long) n_kv);
@@ -383,8 +428,7 @@ PI_API int pi_attention_f32(float *out, const float *q, const void *k_cache, con
                             int64_t n_head, int64_t n_head_kv, int64_t head_dim,
                             const int32_t *q_pos, const int32_t *cell_pos, float scale) {
     return attention_run("pi_attention_f32", out, q, k_cache, v_cache, kv_type, n_ctx, n_kv,
-                         n_tokens, n_head, n_head_kv, head_dim, q_pos, cell_pos, scale,
-                         PI_X86 && pi_has_avx2());
+                         n_tokens, n_head, n_head_kv, head_dim, q_pos, cell_pos, scale, 1);
 }
 
 // The scalar reference: same arguments, dot products in index order.

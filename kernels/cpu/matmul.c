@@ -4,13 +4,16 @@
  * F32: plain f32 dot. F16: x rounded to fp16 once per call, products of fp16 values summed in
  * f32. The AVX2 paths follow ggml's lane structure (4 accumulators of 8 lanes over steps of 32,
  * the same reduction tree, the n % 32 tail added one by one: in f32 for F32, in f64 for F16),
- * so they give ggml's AVX2 results. The _ref twins are ggml's scalar build: products in f32,
- * summed in f64 (tests/kernels_test.ts compares them with MATMUL_TOLERANCE). The build uses
- * -ffp-contract=off, so only the explicit FMAs of the AVX2 loop are fused.
+ * so they give ggml's AVX2 results; without AVX2, dot_f32_lanes / dot_f16_lanes compute the
+ * same arithmetic in plain C (the same bits on every CPU). The _ref twins are ggml's scalar
+ * build: products in f32, summed in f64 (tests/kernels_test.ts compares them with
+ * MATMUL_TOLERANCE). The build uses -ffp-contract=off, so only the explicit FMAs (fmaf in the
+ * portable twins) are fused.
  * Each output element is computed by exactly one thread in a fixed order, so results do not
  * depend on the thread count or on n_tokens (a batch gives the same bits as token by token).
  * Q4_0 / Q8_0 / Q6_K dispatch to quant_dot.c (pi_internal.h); weak fallbacks below.
  */
+#include <math.h>
 #include <stdlib.h>
 
 #include "pi_internal.h"
@@ -27,6 +30,43 @@ static float dot_f16_ref(const uint16_t *w, const uint16_t *x, int64_t n) {
     double s = 0.0;
     for (int64_t i = 0; i < n; i++) s += (double)(pi_fp16_to_fp32(w[i]) * pi_fp16_to_fp32(x[i]));
     return (float)s;
+}
+
+/* Portable twins of dot_f32_avx2 / dot_f16_avx2 (pi_internal.h): 4 accumulators of 8 lanes
+ * over steps of 32 (fmaf), reduced as GGML_F32x8_REDUCE, then the n % 32 tail. */
+static float reduce4_lanes(float s[4][8]) {
+    float v[8];
+    for (int l = 0; l < 8; l++) v[l] = (s[0][l] + s[2][l]) + (s[1][l] + s[3][l]);
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+static float dot_f32_lanes(const float *w, const float *x, int64_t n) {
+    const int64_t np = n & ~(int64_t)31;
+    float s[4][8] = {{0}};
+    for (int64_t i = 0; i < np; i += 32) {
+        for (int a = 0; a < 4; a++) {
+            for (int l = 0; l < 8; l++) s[a][l] = fmaf(w[i + 8 * a + l], x[i + 8 * a + l], s[a][l]);
+        }
+    }
+    float r = reduce4_lanes(s);
+    for (int64_t i = np; i < n; i++) r += w[i] * x[i];
+    return r;
+}
+
+static float dot_f16_lanes(const uint16_t *w, const uint16_t *x, int64_t n) {
+    const int64_t np = n & ~(int64_t)31;
+    float s[4][8] = {{0}};
+    for (int64_t i = 0; i < np; i += 32) {
+        for (int a = 0; a < 4; a++) {
+            for (int l = 0; l < 8; l++) {
+                const int64_t k = i + 8 * a + l;
+                s[a][l] = fmaf(pi_fp16_to_fp32(w[k]), pi_fp16_to_fp32(x[k]), s[a][l]);
+            }
+        }
+    }
+    double r = (double)reduce4_lanes(s);
+    for (int64_t i = np; i < n; i++) r += (double)(pi_fp16_to_fp32(w[i]) * pi_fp16_to_fp32(x[i]));
+    return (float)r;
 }
 
 #if PI_X86
@@ -138,7 +178,8 @@ typedef struct {
     const void *w;      /* [n_rows, n_cols] of F32 or F16 */
     const void *x;      /* [n_tokens, n_cols] f32 (F32) or fp16 (F16) */
     int64_t n_rows, n_cols, n_tokens;
-    int f16, simd;
+    int f16, simd; /* simd: the AVX2 kernels */
+    int fast;      /* the AVX2 arithmetic (AVX2 or its portable twins); else the _ref order */
 } mm_job;
 
 static void mm_task(void *ctx, int64_t r0, int64_t r1, int thread_index) {
@@ -171,18 +212,18 @@ static void mm_task(void *ctx, int64_t r0, int64_t r1, int thread_index) {
                     const uint16_t *w = (const uint16_t *)j->w + r * nc;
                     const uint16_t *x = (const uint16_t *)j->x + t * nc;
 #if PI_X86
-                    v = j->simd ? dot_f16_avx2(w, x, nc) : dot_f16_ref(w, x, nc);
-#else
-                    v = dot_f16_ref(w, x, nc);
+                    if (j->simd) v = dot_f16_avx2(w, x, nc);
+                    else
 #endif
+                    v = j->fast ? dot_f16_lanes(w, x, nc) : dot_f16_ref(w, x, nc);
                 } else {
                     const float *w = (const float *)j->w + r * nc;
                     const float *x = (const float *)j->x + t * nc;
 #if PI_X86
-                    v = j->simd ? dot_f32_avx2(w, x, nc) : dot_f32_ref(w, x, nc);
-#else
-                    v = dot_f32_ref(w, x, nc);
+                    if (j->simd) v = dot_f32_avx2(w, x, nc);
+                    else
 #endif
+                    v = j->fast ? dot_f32_lanes(w, x, nc) : dot_f32_ref(w, x, nc);
                 }
                 j->out[t * nr + r] = v;
             }
@@ -225,7 +266,7 @@ static int matmul_dense(float *out, const void *w, int f16, int64_t n_rows, int6
         }
         xv = xh;
     }
-    mm_job j = {out, w, xv, n_rows, n_cols, n_tokens, f16, simd};
+    mm_job j = {out, w, xv, n_rows, n_cols, n_tokens, f16, simd, fast};
     if (fast) {
         pi_parallel_for(n_rows, 32, mm_task, &j);
     } else {

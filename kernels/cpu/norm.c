@@ -3,9 +3,10 @@
  *   rmsnorm:   S = sum f64(f32(x*x)); c = 1/sqrtf(f32(S/n) + eps); y = (x*c)*w
  *   layernorm: mu = f32(sum f64(x) / n); v = x - mu; var = f32(sum f64(f32(v*v)) / n);
  *              y = ((v * (1/sqrtf(var + eps))) * w) + b
- * Every step is a separate f32 rounding (the build uses -ffp-contract=off). The AVX2 path adds
- * the f64 sums in 4 lanes instead of one, so it may differ from the reference in the last bit of
- * the f64 sum (tests/kernels_test.ts: NORM_TOLERANCE); the element-wise steps are exact.
+ * Every step is a separate f32 rounding (the build uses -ffp-contract=off). The fast path adds
+ * the f64 sums in 8 lanes instead of one (AVX2, or sum_lanes: the same bits), so it may differ
+ * from the reference in the last bit of the f64 sum (tests/kernels_test.ts: NORM_TOLERANCE);
+ * the element-wise steps are exact.
  * w and b may be NULL (no scale, no bias). Rows are spread over the thread pool.
  */
 #include <math.h>
@@ -99,39 +100,63 @@ static void scale_ref(float *out, const float *x, float mu, int centered, float 
     }
 }
 
-static void rmsnorm_row(float *out, const float *x, const float *w, int64_t n, float eps,
-                        int simd) {
-    double ss;
+/* Portable twin of sum_avx2 (pi_internal.h): f64 lanes 0-3 take elements 0-3 of each 8, lanes
+ * 4-7 elements 4-7; hsum_pd's order ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)); then the tail. */
+static double sum_lanes(const float *x, int64_t n, int mode, float mu) {
+    double a[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        for (int l = 0; l < 8; l++) {
+            float v = x[i + l];
+            if (mode == 2) v = v - mu;
+            a[l] += mode == 1 ? (double)v : (double)(v * v);
+        }
+    }
+    double s = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+    for (; i < n; i++) {
+        float v = x[i];
+        if (mode == 2) v = v - mu;
+        s += mode == 1 ? (double)v : (double)(v * v);
+    }
+    return s;
+}
+
+/* The sums of the fast path (AVX2, or its portable twin: the same bits) or of the reference. */
+static double sum_mode(const float *x, int64_t n, int mode, float mu, int fast) {
+    if (fast) {
 #if PI_X86
-    if (simd) {
-        ss = sum_avx2(x, n, 0, 0.0f);
-        const float mean = (float)(ss / (double)n);
-        scale_avx2(out, x, 0.0f, 0, 1.0f / sqrtf(mean + eps), w, NULL, n);
+        if (pi_has_avx2()) return sum_avx2(x, n, mode, mu);
+#endif
+        return sum_lanes(x, n, mode, mu);
+    }
+    return mode == 0 ? sum_sq_ref(x, n) : mode == 1 ? sum_ref(x, n) : sum_sq_centered_ref(x, mu, n);
+}
+
+/* The element-wise step: the same f32 operations on both paths. */
+static void scale_row(float *out, const float *x, float mu, int centered, float c,
+                      const float *w, const float *b, int64_t n, int fast) {
+#if PI_X86
+    if (fast && pi_has_avx2()) {
+        scale_avx2(out, x, mu, centered, c, w, b, n);
         return;
     }
 #else
-    (void)simd;
+    (void)fast;
 #endif
-    ss = sum_sq_ref(x, n);
-    const float mean = (float)(ss / (double)n);
-    scale_ref(out, x, 0.0f, 0, 1.0f / sqrtf(mean + eps), w, NULL, n);
+    scale_ref(out, x, mu, centered, c, w, b, n);
+}
+
+static void rmsnorm_row(float *out, const float *x, const float *w, int64_t n, float eps,
+                        int fast) {
+    const float mean = (float)(sum_mode(x, n, 0, 0.0f, fast) / (double)n);
+    scale_row(out, x, 0.0f, 0, 1.0f / sqrtf(mean + eps), w, NULL, n, fast);
 }
 
 static void layernorm_row(float *out, const float *x, const float *w, const float *b,
-                          int64_t n, float eps, int simd) {
-#if PI_X86
-    if (simd) {
-        const float mu = (float)(sum_avx2(x, n, 1, 0.0f) / (double)n);
-        const float var = (float)(sum_avx2(x, n, 2, mu) / (double)n);
-        scale_avx2(out, x, mu, 1, 1.0f / sqrtf(var + eps), w, b, n);
-        return;
-    }
-#else
-    (void)simd;
-#endif
-    const float mu = (float)(sum_ref(x, n) / (double)n);
-    const float var = (float)(sum_sq_centered_ref(x, mu, n) / (double)n);
-    scale_ref(out, x, mu, 1, 1.0f / sqrtf(var + eps), w, b, n);
+                          int64_t n, float eps, int fast) {
+    const float mu = (float)(sum_mode(x, n, 1, 0.0f, fast) / (double)n);
+    const float var = (float)(sum_mode(x, n, 2, mu, fast) / (double)n);
+    scale_row(out, x, mu, 1, 1.0f / sqrtf(var + eps), w, b, n, fast);
 }
 
 typedef struct {
@@ -139,7 +164,7 @@ typedef struct {
     const float *x, *w, *b;
     int64_t n_cols;
     float eps;
-    int simd, layer;
+    int fast, layer;
 } norm_job;
 
 static void norm_task(void *ctx, int64_t r0, int64_t r1, int thread_index) {
@@ -149,23 +174,23 @@ static void norm_task(void *ctx, int64_t r0, int64_t r1, int thread_index) {
         float *o = j->out + r * j->n_cols;
         const float *x = j->x + r * j->n_cols;
         if (j->layer) {
-            layernorm_row(o, x, j->w, j->b, j->n_cols, j->eps, j->simd);
+            layernorm_row(o, x, j->w, j->b, j->n_cols, j->eps, j->fast);
         } else {
-            rmsnorm_row(o, x, j->w, j->n_cols, j->eps, j->simd);
+            rmsnorm_row(o, x, j->w, j->n_cols, j->eps, j->fast);
         }
     }
 }
 
 static int norm_run(const char *name, float *out, const float *x, const float *w,
                     const float *b, int64_t n_rows, int64_t n_cols, float eps, int layer,
-                    int simd, int threaded) {
+                    int fast, int threaded) {
     if (n_rows < 0 || n_cols <= 0) {
         return PI_FAIL(PI_ERR_SHAPE, "%s: %lld rows of %lld columns: expected rows >= 0 and "
                        "columns > 0", name, (long long)n_rows, (long long)n_cols);
     }
     if (n_rows > 0 && (!out || !x)) return PI_FAIL(PI_ERR_ARG, "%s: NULL buffer", name);
     if (!(eps >= 0.0f)) return PI_FAIL(PI_ERR_ARG, "%s: eps %g: expected >= 0", name, eps);
-    norm_job j = {out, x, w, b, n_cols, eps, simd, layer};
+    norm_job j = {out, x, w, b, n_cols, eps, fast, layer};
     const int64_t grain = n_cols >= 16384 ? 1 : 16384 / n_cols;
     if (threaded) {
         pi_parallel_for(n_rows, grain, norm_task, &j);
@@ -177,7 +202,7 @@ static int norm_run(const char *name, float *out, const float *x, const float *w
 
 PI_API int pi_rmsnorm_f32(float *out, const float *x, const float *w, int64_t n_rows,
                           int64_t n_cols, float eps) {
-    return norm_run("pi_rmsnorm_f32", out, x, w, NULL, n_rows, n_cols, eps, 0, pi_has_avx2(), 1);
+    return norm_run("pi_rmsnorm_f32", out, x, w, NULL, n_rows, n_cols, eps, 0, 1, 1);
 }
 
 PI_API int pi_rmsnorm_f32_ref(float *out, const float *x, const float *w, int64_t n_rows,
@@ -187,7 +212,7 @@ PI_API int pi_rmsnorm_f32_ref(float *out, const float *x, const float *w, int64_
 
 PI_API int pi_layernorm_f32(float *out, const float *x, const float *w, const float *b,
                             int64_t n_rows, int64_t n_cols, float eps) {
-    return norm_run("pi_layernorm_f32", out, x, w, b, n_rows, n_cols, eps, 1, pi_has_avx2(), 1);
+    return norm_run("pi_layernorm_f32", out, x, w, b, n_rows, n_cols, eps, 1, 1, 1);
 }
 
 PI_API int pi_layernorm_f32_ref(float *out, const float *x, const float *w, const float *b,

@@ -106,6 +106,18 @@ static inline uint16_t pi_fp32_to_bf16(float f) {
     return (uint16_t)((u + (0x7fffu + ((u >> 16) & 1u))) >> 16);
 }
 
+/* ---- portable twins of the AVX2 arithmetic ----
+ * Where AVX2 is missing (other CPUs, PI_FORCE_SCALAR=1, -DPI_NO_SIMD builds) the fast entry
+ * points run plain-C copies of their AVX2 kernels' arithmetic (the *_lanes functions): the same
+ * 8-lane integer sums, fused multiply-adds (fmaf) and reduction trees, so that every CPU gives
+ * the AVX2 bits, and with them the fixtures' references. The *_ref twins keep the spec's plain
+ * order. */
+/* The horizontal sum of 8 f32 lanes used by the AVX2 kernels (hsum_avx / hsum8):
+ * ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). */
+static inline float pi_hsum8_lanes(const float a[8]) {
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
 /* ---- quantized matmul hooks (quant_dot.c, H-speed) ----
  * Same contract as pi_matmul for one weight type: out [n_tokens, n_rows], w n_rows rows of
  * n_cols elements (ggml row layout), x [n_tokens, n_cols] f32 converted to the type's vec-dot

@@ -5,9 +5,10 @@
 // Accuracy stance: activation quantization is bit-exact with the spec on every path (the AVX2
 // path uses the same f32 operations and round-half-even as the scalar one). The AVX2 Q4_0/Q8_0
 // dots reproduce ggml's AVX2 arithmetic bit for bit (see the note above nibbles_q4_0; PowerInfer's
-// sparse predictor decisions depend on it; tests/quant_dot_test.ts pins every path). The scalar
-// twins sum the same exact block integers in block order, so they differ in the last bits: compare
-// them with a tolerance.
+// sparse predictor decisions depend on it; tests/quant_dot_test.ts pins every path); without AVX2
+// the *_lanes twins compute the same lanes in plain C, so every CPU gets these bits. The _ref
+// twins sum the same exact block integers in block order, so they differ in the last bits:
+// compare them with a tolerance.
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -572,11 +573,135 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q8_0_q8_0x_avx2(int64_
 }
 #endif
 
+// ---------------------------------------------------------------------------------------------
+// Portable twins of the AVX2 dots (pi_internal.h): ggml's 8 int32 lanes per block (lane l sums
+// the products of elements 4l..4l+3), each converted to f32 and accumulated by one fmaf with
+// d = f32(dx)·f32(dy), then pi_hsum8_lanes. Without AVX2 these are the fast paths.
+
+// Lane sums of one Q4_0 block against 32 int8 activations (elements: low nibbles, then high).
+static inline void q4_0_block_lanes(const pi_block_q4_0 *x, const int8_t *y, int32_t lane[8]) {
+    for (int l = 0; l < 8; l++) {
+        int32_t s = 0;
+        for (int e = 4 * l; e < 4 * l + 4; e++) {
+            const int q = e < 16 ? (x->qs[e] & 0x0f) : (x->qs[e - 16] >> 4);
+            s += (q - 8) * y[e];
+        }
+        lane[l] = s;
+    }
+}
+
+static inline void q8_0_block_lanes(const int8_t *x, const int8_t *y, int32_t lane[8]) {
+    for (int l = 0; l < 8; l++) {
+        lane[l] = x[4 * l] * y[4 * l] + x[4 * l + 1] * y[4 * l + 1] + x[4 * l + 2] * y[4 * l + 2] +
+                  x[4 * l + 3] * y[4 * l + 3];
+    }
+}
+
+static inline void fma_lanes(float acc[8], float d, const int32_t lane[8]) {
+    for (int l = 0; l < 8; l++) acc[l] = fmaf(d, (float) lane[l], acc[l]);
+}
+
+// dot_q4_0_q8_0x_avx2 (and the 4-row, 8-row and 4-token kernels, which give its bits)
+static float dot_q4_0_q8_0x_lanes(int64_t n, const void *vx, const void *vy) {
+    const pi_block_q4_0 *x = vx;
+    const int64_t nb = n / PI_QK8_0;
+    const int8_t *yq = pi_q8_0x_qs(vy);
+    const float *yd = pi_q8_0x_d(vy, nb);
+    float acc[8] = {0};
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t lane[8];
+        q4_0_block_lanes(&x[b], yq + b * 32, lane);
+        fma_lanes(acc, pi_fp16_to_fp32(x[b].d) * yd[b], lane);
+    }
+    return pi_hsum8_lanes(acc);
+}
+
+// dot_q4_0_q8_0_avx2
+static float dot_q4_0_q8_0_lanes(int64_t n, const void *vx, const void *vy) {
+    const pi_block_q4_0 *x = vx;
+    const pi_block_q8_0 *y = vy;
+    const int64_t nb = n / PI_QK8_0;
+    float acc[8] = {0};
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t lane[8];
+        q4_0_block_lanes(&x[b], y[b].qs, lane);
+        fma_lanes(acc, pi_fp16_to_fp32(x[b].d) * pi_fp16_to_fp32(y[b].d), lane);
+    }
+    return pi_hsum8_lanes(acc);
+}
+
+// dot_q8_0_q8_0x_avx2
+static float dot_q8_0_q8_0x_lanes(int64_t n, const void *vx, const void *vy) {
+    const pi_block_q8_0 *x = vx;
+    const int64_t nb = n / PI_QK8_0;
+    const int8_t *yq = pi_q8_0x_qs(vy);
+    const float *yd = pi_q8_0x_d(vy, nb);
+    float acc[8] = {0};
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t lane[8];
+        q8_0_block_lanes(x[b].qs, yq + b * 32, lane);
+        fma_lanes(acc, pi_fp16_to_fp32(x[b].d) * yd[b], lane);
+    }
+    return pi_hsum8_lanes(acc);
+}
+
+// dot_q8_0_q8_0_avx2: even blocks in one accumulator, odd blocks in another, added lane-wise
+static float dot_q8_0_q8_0_lanes(int64_t n, const void *vx, const void *vy) {
+    const pi_block_q8_0 *x = vx;
+    const pi_block_q8_0 *y = vy;
+    const int64_t nb = n / PI_QK8_0;
+    float acc[2][8] = {{0}};
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t lane[8];
+        q8_0_block_lanes(x[b].qs, y[b].qs, lane);
+        fma_lanes(acc[b & 1], pi_fp16_to_fp32(x[b].d) * pi_fp16_to_fp32(y[b].d), lane);
+    }
+    float sum[8];
+    for (int l = 0; l < 8; l++) sum[l] = acc[0][l] + acc[1][l];
+    return pi_hsum8_lanes(sum);
+}
+
+// dot_q6_k_q8_k_avx2: per block, lane j of each 32-element step k of half h sums 4 products of
+// the unsigned 6-bit values with y, times the scale of its 16-element group (steps cover groups
+// 8h+2k, lanes 0-3, and 8h+2k+1, lanes 4-7); lane j then loses 32·(sc[2j]·bsums[2j] +
+// sc[2j+1]·bsums[2j+1]) (the +32 offset); one fmaf per lane per block by f32(d)·d8.
+static float dot_q6_k_q8_k_lanes(int64_t n, const void *vx, const void *vy) {
+    const pi_block_q6_k *x = vx;
+    const pi_block_q8_k *y = vy;
+    const int64_t nb = n / PI_QK_K;
+    float acc[8] = {0};
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t lane[8];
+        for (int j = 0; j < 8; j++) {
+            lane[j] = -32 * (x[b].scales[2 * j] * y[b].bsums[2 * j] +
+                             x[b].scales[2 * j + 1] * y[b].bsums[2 * j + 1]);
+        }
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = x[b].ql + 64 * h;
+            const uint8_t *qh = x[b].qh + 32 * h;
+            for (int k = 0; k < 4; k++) {
+                const int8_t *q8 = y[b].qs + 128 * h + 32 * k;
+                for (int j = 0; j < 8; j++) {
+                    int32_t s = 0;
+                    for (int i = 4 * j; i < 4 * j + 4; i++) {
+                        const int lo = k & 1 ? ql[32 + i] : ql[i];
+                        const int q = (k < 2 ? lo & 0x0f : lo >> 4) | (((qh[i] >> (2 * k)) & 3) << 4);
+                        s += q * q8[i];
+                    }
+                    lane[j] += x[b].scales[8 * h + 2 * k + (j >= 4)] * s;
+                }
+            }
+        }
+        fma_lanes(acc, pi_fp16_to_fp32(x[b].d) * y[b].d, lane);
+    }
+    return pi_hsum8_lanes(acc);
+}
+
 float pi_qd_dot_q4_0_q8_0x(int64_t n, const void *x, const void *y) {
 #if defined(PI_QD_X86)
     if (pi_qd_has_avx2()) return dot_q4_0_q8_0x_avx2(n, x, y);
 #endif
-    return pi_qd_dot_q4_0_q8_0x_ref(n, x, y);
+    return dot_q4_0_q8_0x_lanes(n, x, y);
 }
 
 void pi_qd_dot4_q4_0_q8_0x(int64_t n, const uint8_t *const w[4], const uint8_t *const pf[4],
@@ -588,7 +713,7 @@ void pi_qd_dot4_q4_0_q8_0x(int64_t n, const uint8_t *const w[4], const uint8_t *
     }
 #endif
     (void) pf;
-    for (int k = 0; k < 4; k++) out[k] = pi_qd_dot_q4_0_q8_0x_ref(n, w[k], y);
+    for (int k = 0; k < 4; k++) out[k] = dot_q4_0_q8_0x_lanes(n, w[k], y);
 }
 
 // Rows per pass of the Q4_0 matrix-vector path (4, or 1 for the one-row kernel): a knob for
@@ -600,14 +725,14 @@ float pi_qd_dot_q8_0_q8_0x(int64_t n, const void *x, const void *y) {
 #if defined(PI_QD_X86)
     if (pi_qd_has_avx2()) return dot_q8_0_q8_0x_avx2(n, x, y);
 #endif
-    return pi_qd_dot_q8_0_q8_0x_ref(n, x, y);
+    return dot_q8_0_q8_0x_lanes(n, x, y);
 }
 
 float pi_qd_dot_q4_0_q8_0(int64_t n, const void *x, const void *y) {
 #if defined(PI_QD_X86)
     if (pi_qd_has_avx2()) return dot_q4_0_q8_0_avx2(n, x, y);
 #endif
-    return pi_qd_dot_q4_0_q8_0_ref(n, x, y);
+    return dot_q4_0_q8_0_lanes(n, x, y);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -660,7 +785,7 @@ float pi_qd_dot_q8_0_q8_0(int64_t n, const void *x, const void *y) {
 #if defined(PI_QD_X86)
     if (pi_qd_has_avx2()) return dot_q8_0_q8_0_avx2(n, x, y);
 #endif
-    return pi_qd_dot_q8_0_q8_0_ref(n, x, y);
+    return dot_q8_0_q8_0_lanes(n, x, y);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -769,7 +894,7 @@ float pi_qd_dot_q6_k_q8_k(int64_t n, const void *x, const void *y) {
 #if defined(PI_QD_X86)
     if (pi_qd_has_avx2()) return dot_q6_k_q8_k_avx2(n, x, y);
 #endif
-    return pi_qd_dot_q6_k_q8_k_ref(n, x, y);
+    return dot_q6_k_q8_k_lanes(n, x, y);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@
 // Determinism: every output element is owned by exactly one thread and computed in a fixed
 // order (dots: one thread per row; axpy: threads own column ranges whose boundaries are
 // multiples of 32, rows are added in ascending neuron order), so the bits do not depend on the
-// thread count. The AVX2 paths use fused multiply-adds and 8-lane sums; the _ref twins are plain
-// scalar loops (products rounded, then added) and agree to a tolerance (tests/sparse_test.ts).
+// thread count. The fast paths use fused multiply-adds and 8-lane sums (the AVX2 kernels, or
+// without AVX2 their portable *_lanes twins: the same bits); the _ref twins are plain scalar
+// loops (products rounded, then added) and agree to a tolerance (tests/sparse_test.ts).
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -151,17 +152,57 @@ PI_TARGET_AVX2 static float dot_f16_avx2(const uint16_t *w, const float *x, int6
 }
 #endif
 
-static float row_dot(int type, int simd, const void *w, const void *x, int64_t n) {
-#if PI_X86
-    if (simd) {
+// Portable twins of dot_f32_avx2 / dot_f16_pf_avx2 (pi_internal.h): four 8-lane fmaf sums over
+// steps of 32, added as (s0 + s1) + (s2 + s3), pi_hsum8_lanes, then the tail in f32.
+static float dot_f32_lanes(const float *w, const float *x, int64_t n) {
+    float s[4][8] = {{0}};
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        for (int a = 0; a < 4; a++) {
+            for (int l = 0; l < 8; l++) s[a][l] = fmaf(w[i + 8 * a + l], x[i + 8 * a + l], s[a][l]);
+        }
+    }
+    float v[8];
+    for (int l = 0; l < 8; l++) v[l] = (s[0][l] + s[1][l]) + (s[2][l] + s[3][l]);
+    float r = pi_hsum8_lanes(v);
+    for (; i < n; i++) r += w[i] * x[i];
+    return r;
+}
+
+static float dot_f16_lanes(const uint16_t *w, const float *x, int64_t n) {
+    float s[4][8] = {{0}};
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        for (int a = 0; a < 4; a++) {
+            for (int l = 0; l < 8; l++) {
+                const int64_t k = i + 8 * a + l;
+                s[a][l] = fmaf(pi_fp16_to_fp32(w[k]), x[k], s[a][l]);
+            }
+        }
+    }
+    float v[8];
+    for (int l = 0; l < 8; l++) v[l] = (s[0][l] + s[1][l]) + (s[2][l] + s[3][l]);
+    float r = pi_hsum8_lanes(v);
+    for (; i < n; i++) r += pi_fp16_to_fp32(w[i]) * x[i];
+    return r;
+}
+
+// fast: the AVX2 arithmetic (the AVX2 kernels, or without AVX2 their portable twins: the same
+// bits); else the plain reference loops.
+static float row_dot(int type, int fast, const void *w, const void *x, int64_t n) {
+    if (fast) {
         switch (type) {
-        case PI_TYPE_F32: return dot_f32_avx2(w, x, n);
-        case PI_TYPE_F16: return dot_f16_avx2(w, x, n);
+#if PI_X86
+        case PI_TYPE_F32: return pi_has_avx2() ? dot_f32_avx2(w, x, n) : dot_f32_lanes(w, x, n);
+        case PI_TYPE_F16: return pi_has_avx2() ? dot_f16_avx2(w, x, n) : dot_f16_lanes(w, x, n);
+#else
+        case PI_TYPE_F32: return dot_f32_lanes(w, x, n);
+        case PI_TYPE_F16: return dot_f16_lanes(w, x, n);
+#endif
         case PI_TYPE_Q4_0: return pi_qd_dot_q4_0_q8_0x(n, w, x);
         default: return pi_qd_dot_q8_0_q8_0x(n, w, x);
         }
     }
-#endif
     switch (type) {
     case PI_TYPE_F32: return dot_f32_ref(w, x, n);
     case PI_TYPE_F16: return dot_f16_ref(w, x, n);
@@ -184,7 +225,7 @@ typedef struct {
     float threshold;
     const uint8_t *gpu_idx;
     const int32_t *list; // n_tokens == 1: active rows
-    int type, simd;
+    int type, fast;
 } smm_ctx;
 
 static void smm_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
@@ -193,7 +234,7 @@ static void smm_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
     for (int64_t i = i0; i < i1; i++) {
         if (i + PF_AHEAD < i1) prefetch_row(c->w + (size_t) c->list[i + PF_AHEAD] * c->wrow, c->wrow);
         const int64_t r = c->list[i];
-        c->out[r] = row_dot(c->type, c->simd, c->w + (size_t) r * c->wrow, c->xc, c->n_cols);
+        c->out[r] = row_dot(c->type, c->fast, c->w + (size_t) r * c->wrow, c->xc, c->n_cols);
     }
 }
 
@@ -205,7 +246,7 @@ static void smm_rows_task(void *vc, int64_t r0, int64_t r1, int thread_index) {
         for (int64_t t = 0; t < c->n_tokens; t++) {
             float v = 0.0f;
             if (!hot && c->pred[t * c->n_rows + r] >= c->threshold) {
-                v = row_dot(c->type, c->simd, c->w + (size_t) r * c->wrow, c->xc + t * c->xrow,
+                v = row_dot(c->type, c->fast, c->w + (size_t) r * c->wrow, c->xc + t * c->xrow,
                             c->n_cols);
             }
             c->out[t * c->n_rows + r] = v;
@@ -309,7 +350,7 @@ static int sparse_matmul(const char *name, float *out, const void *w, int32_t ty
     if (!xc || (n_tokens == 1 && !list)) return PI_FAIL(PI_ERR_NOMEM, "%s: out of memory", name);
     for (int64_t t = 0; t < n_tokens; t++) convert_x(&f, x + t * n_cols, n_cols, xc + t * xrow);
     smm_ctx c = {out, w, row_bytes(&f, n_cols), xc, xrow, n_rows, n_cols, n_tokens,
-                 pred, threshold, gpu_idx, list, type, !ref && pi_has_avx2()};
+                 pred, threshold, gpu_idx, list, type, !ref};
     if (n_tokens == 1) {
         const int64_t k = active_list(list, pred, n_rows, threshold, gpu_idx);
         memset(out, 0, (size_t) n_rows * sizeof(float));
@@ -355,7 +396,7 @@ typedef struct {
     const int64_t *start; // [n_tokens + 1] offsets into list
     const float *m;       // multiplier per list entry
     const float *s;       // Q types: activation block scale per entry
-    int type, simd;
+    int type, fast;       // fast: the AVX2 arithmetic (AVX2 or axpy_rows_lanes), else _ref
 } sax_ctx;
 
 enum { AXPY_TILE = 256 };  // columns per tile (a multiple of 32)
@@ -555,8 +596,70 @@ PI_TARGET_AVX2 static void axpy_rows_avx2(const sax_ctx *c, float *o, int64_t e0
 }
 #endif
 
+// Portable twin of axpy_rows_avx2 (pi_internal.h): F32/F16 rows one fmaf per element in list
+// order; Q4_0/Q8_0 rows in groups of four from e0, per 32-column block ck = dx·(b·s) and
+// out += q·ck by fmaf (Q4_0: unsigned nibbles, then 8·Σck subtracted once per group).
+static void axpy_rows_lanes(const sax_ctx *c, float *o, int64_t e0, int64_t e1, int64_t c0,
+                            int64_t c1) {
+    if (c->type == PI_TYPE_F32 || c->type == PI_TYPE_F16) {
+        for (int64_t e = e0; e < e1; e++) {
+            const uint8_t *row = c->w + (size_t) c->list[e] * c->wrow;
+            const float m = c->m[e];
+            if (c->type == PI_TYPE_F32) {
+                const float *w = (const float *) row;
+                for (int64_t k = c0; k < c1; k++) o[k] = fmaf(w[k], m, o[k]);
+            } else {
+                const uint16_t *w = (const uint16_t *) row;
+                for (int64_t k = c0; k < c1; k++) o[k] = fmaf(pi_fp16_to_fp32(w[k]), m, o[k]);
+            }
+        }
+        return;
+    }
+    const int q4 = c->type == PI_TYPE_Q4_0;
+    for (int64_t e = e0; e < e1; e += 4) {
+        const int nr = e1 - e < 4 ? (int) (e1 - e) : 4;
+        for (int64_t b = c0 / 32; b < c1 / 32; b++) {
+            float v[32];
+            memcpy(v, o + b * 32, sizeof v);
+            float csum = 0.0f;
+            for (int k = 0; k < nr; k++) {
+                const uint8_t *row = c->w + (size_t) c->list[e + k] * c->wrow;
+                const float ms = c->m[e + k] * c->s[e + k];
+                if (q4) {
+                    const pi_block_q4_0 *wb = (const pi_block_q4_0 *) row + b;
+                    const float ck = pi_fp16_to_fp32(wb->d) * ms;
+                    csum += ck;
+                    for (int j = 0; j < 16; j++) {
+                        v[j] = fmaf((float) (wb->qs[j] & 0x0f), ck, v[j]);
+                        v[j + 16] = fmaf((float) (wb->qs[j] >> 4), ck, v[j + 16]);
+                    }
+                } else {
+                    const pi_block_q8_0 *wb = (const pi_block_q8_0 *) row + b;
+                    const float ck = pi_fp16_to_fp32(wb->d) * ms;
+                    for (int j = 0; j < 32; j++) v[j] = fmaf((float) wb->qs[j], ck, v[j]);
+                }
+            }
+            if (q4) {
+                const float c8 = 8.0f * csum;
+                for (int j = 0; j < 32; j++) v[j] = v[j] - c8;
+            }
+            memcpy(o + b * 32, v, sizeof v);
+        }
+    }
+}
+
+static void axpy_rows_fast(const sax_ctx *c, float *o, int64_t e0, int64_t e1, int64_t c0,
+                           int64_t c1) {
 #if PI_X86
-// The AVX2 sum of one token's rows over columns [k0, k1) (k1 − k0 <= AXPY_WIDE): the rows are
+    if (pi_has_avx2()) {
+        axpy_rows_avx2(c, o, e0, e1, c0, c1);
+        return;
+    }
+#endif
+    axpy_rows_lanes(c, o, e0, e1, c0, c1);
+}
+
+// The fast sum of one token's rows over columns [k0, k1) (k1 − k0 <= AXPY_WIDE): the rows are
 // taken in chunks of AXPY_CHUNK list entries; each chunk is summed from zero in ascending order
 // and the chunk sums are added to `o` in chunk order. Every way of splitting the work (column
 // ranges, or chunks on different threads, see sax_chunk_task) gives these same bits.
@@ -564,20 +667,18 @@ static void axpy_tile_chunked(const sax_ctx *c, float *o, int64_t e0, int64_t e1
                               int64_t k1) {
     float tmp[AXPY_WIDE] __attribute__((aligned(32)));
     memset(o + k0, 0, (size_t) (k1 - k0) * sizeof(float));
-    if (e0 < e1) axpy_rows_avx2(c, o, e0, e0 + AXPY_CHUNK < e1 ? e0 + AXPY_CHUNK : e1, k0, k1);
+    if (e0 < e1) axpy_rows_fast(c, o, e0, e0 + AXPY_CHUNK < e1 ? e0 + AXPY_CHUNK : e1, k0, k1);
     for (int64_t cs = e0 + AXPY_CHUNK; cs < e1; cs += AXPY_CHUNK) {
         memset(tmp, 0, (size_t) (k1 - k0) * sizeof(float));
-        axpy_rows_avx2(c, tmp - k0, cs, cs + AXPY_CHUNK < e1 ? cs + AXPY_CHUNK : e1, k0, k1);
+        axpy_rows_fast(c, tmp - k0, cs, cs + AXPY_CHUNK < e1 ? cs + AXPY_CHUNK : e1, k0, k1);
         for (int64_t k = k0; k < k1; k++) o[k] += tmp[k - k0];
     }
 }
-#endif
 
 static void sax_task(void *vc, int64_t c0, int64_t c1, int thread_index) {
     (void) thread_index;
     const sax_ctx *c = vc;
-#if PI_X86
-    if (c->simd) {
+    if (c->fast) {
         // column tiles: a batch's tokens pass over each tile while its row slices are cached;
         // a single token takes whole rows
         const int64_t tile = c->n_tokens == 1 ? AXPY_WIDE : AXPY_TILE;
@@ -589,7 +690,6 @@ static void sax_task(void *vc, int64_t c0, int64_t c1, int thread_index) {
         }
         return;
     }
-#endif
     for (int64_t t = 0; t < c->n_tokens; t++) {
         float *o = c->out + t * c->n_cols;
         memset(o + c0, 0, (size_t) (c1 - c0) * sizeof(float));
@@ -597,7 +697,6 @@ static void sax_task(void *vc, int64_t c0, int64_t c1, int thread_index) {
     }
 }
 
-#if PI_X86
 // One token on several threads: whole rows split by chunks (a gathered row costs a memory round
 // trip whatever its width, so splitting columns does not scale); chunk sums go to `partial`
 // [n_chunks, n_cols] and are added in chunk order by sax_reduce_task: the bits of sax_task.
@@ -615,7 +714,7 @@ static void sax_chunk_task(void *vctx, int64_t i0, int64_t i1, int thread_index)
         float *p = x->partial + i * c->n_cols;
         memset(p, 0, (size_t) c->n_cols * sizeof(float));
         const int64_t cs = c->start[0] + i * AXPY_CHUNK;
-        axpy_rows_avx2(c, p, cs, cs + AXPY_CHUNK < e1 ? cs + AXPY_CHUNK : e1, 0, c->n_cols);
+        axpy_rows_fast(c, p, cs, cs + AXPY_CHUNK < e1 ? cs + AXPY_CHUNK : e1, 0, c->n_cols);
     }
 }
 
@@ -630,7 +729,6 @@ static void sax_reduce_task(void *vctx, int64_t k0, int64_t k1, int thread_index
         for (int64_t k = k0; k < k1; k++) c->out[k] += p[k];
     }
 }
-#endif
 
 #if PI_X86
 // axpy_prepare's quantized-activation list for one token, 8 neurons at a time (n_rows is a
@@ -756,15 +854,13 @@ static int sparse_axpy(const char *name, float *out, const void *wt, int32_t typ
     st = axpy_prepare(name, &f, n_rows, a, n_tokens, pred, threshold, gpu_idx, ref, &list, &start,
                       &m, &s);
     if (st != PI_OK) return st;
-    sax_ctx c = {out, wt, row_bytes(&f, n_cols), n_cols, n_tokens, list, start, m, s, type,
-                 !ref && pi_has_avx2()};
+    sax_ctx c = {out, wt, row_bytes(&f, n_cols), n_cols, n_tokens, list, start, m, s, type, !ref};
     if (ref) {
         sax_task(&c, 0, n_cols, 0);
         return PI_OK;
     }
-#if PI_X86
     const int64_t n_chunks = (start[n_tokens] - start[0] + AXPY_CHUNK - 1) / AXPY_CHUNK;
-    if (c.simd && n_tokens == 1 && n_chunks >= 2 && pi_thread_count() > 1) {
+    if (n_tokens == 1 && n_chunks >= 2 && pi_thread_count() > 1) {
         float *partial = scr(SCR_PARTIAL, (size_t) (n_chunks * n_cols) * sizeof(float));
         if (!partial) return PI_FAIL(PI_ERR_NOMEM, "%s: out of memory", name);
         sax_chunks x = {&c, partial};
@@ -772,7 +868,6 @@ static int sparse_axpy(const char *name, float *out, const void *wt, int32_t typ
         pi_parallel_for(n_cols, 32, sax_reduce_task, &x);
         return PI_OK;
     }
-#endif
     pi_parallel_for(n_cols, 32, sax_task, &c);
     return PI_OK;
 }
@@ -805,7 +900,7 @@ typedef struct {
     size_t up_row, gate_row;
     const uint8_t *xu, *xg; // converted f per token for up / gate
     size_t xu_row, xg_row;
-    int up_type, gate_type, kind, simd;
+    int up_type, gate_type, kind, fast; // fast: always (pi_sparse_ffn has no _ref twin)
     int64_t n_embd, n_ff, n_tokens;
     const float *pred;
     float threshold;
@@ -821,14 +916,14 @@ static inline float ffn_gated(int kind, float g, float u) {
 static inline float ffn_neuron(const ffn_ctx *c, int64_t t, int64_t j) {
     const int64_t n = c->n_embd;
     if (c->kind == 3) {
-        const float u = row_dot(c->up_type, c->simd, c->up + (size_t) j * c->up_row,
+        const float u = row_dot(c->up_type, c->fast, c->up + (size_t) j * c->up_row,
                                 c->xu + t * c->xu_row, n);
         return u > 0.0f ? u : 0.0f;
     }
-    const float g = row_dot(c->gate_type, c->simd, c->gate + (size_t) j * c->gate_row,
+    const float g = row_dot(c->gate_type, c->fast, c->gate + (size_t) j * c->gate_row,
                             c->xg + t * c->xg_row, n);
     if (!(g > 0.0f)) return 0.0f;
-    const float u = row_dot(c->up_type, c->simd, c->up + (size_t) j * c->up_row,
+    const float u = row_dot(c->up_type, c->fast, c->up + (size_t) j * c->up_row,
                             c->xu + t * c->xu_row, n);
     return ffn_gated(c->kind, g, u);
 }
@@ -927,12 +1022,13 @@ PI_TARGET_AVX2 static void ffn_list_f16_task(const ffn_ctx *c, int64_t i0, int64
 static void ffn_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
     const ffn_ctx *c = vc;
-    if (c->simd && c->kind != 3 && c->gate_type == PI_TYPE_Q4_0 && c->up_type == PI_TYPE_Q4_0) {
+    // (the 4-row Q4_0 dots give each row's bits alone, with or without AVX2)
+    if (c->kind != 3 && c->gate_type == PI_TYPE_Q4_0 && c->up_type == PI_TYPE_Q4_0) {
         ffn_list_q4_task(c, i0, i1);
         return;
     }
 #if PI_X86
-    if (c->simd && c->kind != 3 && c->gate_type == PI_TYPE_F16 && c->up_type == PI_TYPE_F16) {
+    if (pi_has_avx2() && c->kind != 3 && c->gate_type == PI_TYPE_F16 && c->up_type == PI_TYPE_F16) {
         ffn_list_f16_task(c, i0, i1);
         return;
     }
@@ -1011,7 +1107,7 @@ PI_API int pi_sparse_ffn(float *out, const float *f, const float *z, int64_t n_t
         if (!share) convert_x(&fg, f + t * n_embd, n_embd, xg + t * xg_row);
     }
     ffn_ctx c = {act, up, gate, row_bytes(&fu, n_embd), row_bytes(&fg, n_embd), xu, xg, xu_row,
-                 xg_row, up_type, kind == 3 ? up_type : gate_type, kind, pi_has_avx2(), n_embd,
+                 xg_row, up_type, kind == 3 ? up_type : gate_type, kind, 1, n_embd,
                  n_ff, n_tokens, pred, threshold, gpu_idx, list};
     if (n_tokens == 1) {
         const int64_t k = active_list(list, pred, n_ff, threshold, gpu_idx);
