@@ -6,6 +6,9 @@
  *                                 file under kernels/ (what `deno task test` / `run` use)
  *   deno task build --quiet       print only on failure
  *   deno task build --cuda        also build the CUDA library (-DPI_CUDA=ON) in build/kernels-cuda/
+ *   deno task build --portable    also build the portable-only library (-DPI_NO_SIMD: how a
+ *                                 non-x86 CPU compiles it) in build/kernels-portable/; run with
+ *                                 POWERINFER_KERNELS=<that library> it must pass the tests too
  *   deno task build --install     copy the built library into the per-user cache directory, so
  *                                 the toolkit loads it from anywhere (ffi/library.ts)
  *
@@ -68,7 +71,12 @@ async function run(cmd: string[], quiet: boolean): Promise<void> {
 }
 
 /** Configures (once) and builds one CMake tree; returns the library paths it made. */
-async function buildTree(buildDir: string, cuda: boolean, quiet: boolean): Promise<string[]> {
+async function buildTree(
+  buildDir: string,
+  cuda: boolean,
+  quiet: boolean,
+  portable = false,
+): Promise<string[]> {
   if (mtimeOf(`${buildDir}/CMakeCache.txt`) === undefined) {
     await run([
       "cmake",
@@ -78,6 +86,7 @@ async function buildTree(buildDir: string, cuda: boolean, quiet: boolean): Promi
       buildDir,
       "-DCMAKE_BUILD_TYPE=Release",
       `-DPI_CUDA=${cuda ? "ON" : "OFF"}`,
+      ...(portable ? ["-DCMAKE_C_FLAGS=-DPI_NO_SIMD"] : []),
     ], quiet);
   }
   const jobs = String(Math.max(1, navigator.hardwareConcurrency || 1));
@@ -105,17 +114,20 @@ async function main(): Promise<void> {
       "if-missing": { type: "boolean", default: false },
       quiet: { type: "boolean", short: "q", default: false },
       cuda: { type: "boolean", default: false },
+      portable: { type: "boolean", default: false },
       install: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help) {
-    console.log("usage: deno task build [--if-missing] [--quiet] [--cuda] [--install]");
+    console.log(
+      "usage: deno task build [--if-missing] [--quiet] [--cuda] [--portable] [--install]",
+    );
     return;
   }
   const quiet = values.quiet;
   const lib = `${ROOT}/build/kernels/${libraryFileName()}`;
-  if (values["if-missing"] && !values.cuda && !values.install) {
+  if (values["if-missing"] && !values.cuda && !values.portable && !values.install) {
     const built = mtimeOf(lib);
     if (built !== undefined && built >= newestMtime(SOURCE)) return;
   }
@@ -125,6 +137,9 @@ async function main(): Promise<void> {
   await lock.lock(true);
   const made = await buildTree(`${ROOT}/build/kernels`, false, quiet);
   if (values.cuda) made.push(...await buildTree(`${ROOT}/build/kernels-cuda`, true, quiet));
+  if (values.portable) {
+    made.push(...await buildTree(`${ROOT}/build/kernels-portable`, false, quiet, true));
+  }
   for (const path of made) {
     if (mtimeOf(path) === undefined) throw new Error(`The build did not produce ${path}`);
     // an unchanged library keeps its old mtime: touch it so --if-missing trusts it
