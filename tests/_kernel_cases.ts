@@ -16,6 +16,7 @@ import {
   attention,
   getThreads,
   hasAvx2,
+  kvStore,
   layerNorm,
   matmul,
   quantizeQ8_0Act,
@@ -30,7 +31,6 @@ import {
   vecDotQuant,
 } from "../ffi/ops.ts";
 import { GgmlType } from "../src/gguf/types.ts";
-import { fp16FromF32 } from "../src/quant/f16.ts";
 import { seededRandom } from "./_helpers.ts";
 
 function randomF32(seed: number, n: number, scale = 1): Float32Array {
@@ -130,19 +130,16 @@ for (const f16 of [true, false]) {
       const k = src.subarray(0, nCtx * nEmbdGqa), v = src.subarray(nCtx * nEmbdGqa);
       const kCache = f16 ? new Uint16Array(nCtx * nEmbdGqa) : new Float32Array(nCtx * nEmbdGqa);
       const vCache = f16 ? new Uint16Array(nCtx * nEmbdGqa) : new Float32Array(nCtx * nEmbdGqa);
-      // K rows as stored; V transposed (dim-major), both rounded through the cache type
-      for (let c = 0; c < nCtx; c++) {
-        for (let i = 0; i < nEmbdGqa; i++) {
-          const kv = k[c * nEmbdGqa + i]!, vv = v[c * nEmbdGqa + i]!;
-          if (kCache instanceof Uint16Array) {
-            kCache[c * nEmbdGqa + i] = fp16FromF32(kv);
-            (vCache as Uint16Array)[i * nCtx + c] = fp16FromF32(vv);
-          } else {
-            kCache[c * nEmbdGqa + i] = kv;
-            (vCache as Float32Array)[i * nCtx + c] = vv;
-          }
-        }
-      }
+      kvStore(
+        kCache,
+        vCache,
+        nCtx,
+        nEmbdGqa,
+        k,
+        v,
+        nCtx,
+        Int32Array.from({ length: nCtx }, (_, i) => i),
+      );
       const q = randomF32(s + 1, nTokens * nHead * headDim, 2);
       const o = new Float32Array(nTokens * nHead * headDim);
       const cellPos = Int32Array.from({ length: nKv }, (_, i) => i);

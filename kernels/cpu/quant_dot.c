@@ -601,64 +601,62 @@ static inline void fma_lanes(float acc[8], float d, const int32_t lane[8]) {
     for (int l = 0; l < 8; l++) acc[l] = fmaf(d, (float) lane[l], acc[l]);
 }
 
+// Activations of a portable dot: q8_0x rows (codes q, f32 scales d) or plain Q8_0 blocks.
+typedef struct {
+    const int8_t *q;
+    const float *d;
+    const pi_block_q8_0 *plain; // non-NULL: plain blocks instead of q / d
+} lanes_y;
+
+// One Q4_0 or Q8_0 row against y; `two`: even and odd blocks in two accumulators added
+// lane-wise at the end (dot_q8_0_q8_0_avx2), else one (every other AVX2 kernel).
+static float dot_lanes(int64_t n, const void *vx, int q4, lanes_y y, int two) {
+    const int64_t nb = n / PI_QK8_0;
+    float acc[2][8] = {{0}};
+    for (int64_t b = 0; b < nb; b++) {
+        const int8_t *yb = y.plain ? y.plain[b].qs : y.q + b * 32;
+        const float dy = y.plain ? pi_fp16_to_fp32(y.plain[b].d) : y.d[b];
+        int32_t lane[8];
+        uint16_t dx;
+        if (q4) {
+            const pi_block_q4_0 *xb = (const pi_block_q4_0 *) vx + b;
+            q4_0_block_lanes(xb, yb, lane);
+            dx = xb->d;
+        } else {
+            const pi_block_q8_0 *xb = (const pi_block_q8_0 *) vx + b;
+            q8_0_block_lanes(xb->qs, yb, lane);
+            dx = xb->d;
+        }
+        fma_lanes(acc[two ? b & 1 : 0], pi_fp16_to_fp32(dx) * dy, lane);
+    }
+    if (two) {
+        for (int l = 0; l < 8; l++) acc[0][l] = acc[0][l] + acc[1][l];
+    }
+    return pi_hsum8_lanes(acc[0]);
+}
+
+static lanes_y lanes_q8_0x(const void *vy, int64_t n) {
+    return (lanes_y){pi_q8_0x_qs(vy), pi_q8_0x_d(vy, n / PI_QK8_0), NULL};
+}
+
 // dot_q4_0_q8_0x_avx2 (and the 4-row, 8-row and 4-token kernels, which give its bits)
 static float dot_q4_0_q8_0x_lanes(int64_t n, const void *vx, const void *vy) {
-    const pi_block_q4_0 *x = vx;
-    const int64_t nb = n / PI_QK8_0;
-    const int8_t *yq = pi_q8_0x_qs(vy);
-    const float *yd = pi_q8_0x_d(vy, nb);
-    float acc[8] = {0};
-    for (int64_t b = 0; b < nb; b++) {
-        int32_t lane[8];
-        q4_0_block_lanes(&x[b], yq + b * 32, lane);
-        fma_lanes(acc, pi_fp16_to_fp32(x[b].d) * yd[b], lane);
-    }
-    return pi_hsum8_lanes(acc);
+    return dot_lanes(n, vx, 1, lanes_q8_0x(vy, n), 0);
 }
 
 // dot_q4_0_q8_0_avx2
 static float dot_q4_0_q8_0_lanes(int64_t n, const void *vx, const void *vy) {
-    const pi_block_q4_0 *x = vx;
-    const pi_block_q8_0 *y = vy;
-    const int64_t nb = n / PI_QK8_0;
-    float acc[8] = {0};
-    for (int64_t b = 0; b < nb; b++) {
-        int32_t lane[8];
-        q4_0_block_lanes(&x[b], y[b].qs, lane);
-        fma_lanes(acc, pi_fp16_to_fp32(x[b].d) * pi_fp16_to_fp32(y[b].d), lane);
-    }
-    return pi_hsum8_lanes(acc);
+    return dot_lanes(n, vx, 1, (lanes_y){NULL, NULL, vy}, 0);
 }
 
 // dot_q8_0_q8_0x_avx2
 static float dot_q8_0_q8_0x_lanes(int64_t n, const void *vx, const void *vy) {
-    const pi_block_q8_0 *x = vx;
-    const int64_t nb = n / PI_QK8_0;
-    const int8_t *yq = pi_q8_0x_qs(vy);
-    const float *yd = pi_q8_0x_d(vy, nb);
-    float acc[8] = {0};
-    for (int64_t b = 0; b < nb; b++) {
-        int32_t lane[8];
-        q8_0_block_lanes(x[b].qs, yq + b * 32, lane);
-        fma_lanes(acc, pi_fp16_to_fp32(x[b].d) * yd[b], lane);
-    }
-    return pi_hsum8_lanes(acc);
+    return dot_lanes(n, vx, 0, lanes_q8_0x(vy, n), 0);
 }
 
-// dot_q8_0_q8_0_avx2: even blocks in one accumulator, odd blocks in another, added lane-wise
+// dot_q8_0_q8_0_avx2
 static float dot_q8_0_q8_0_lanes(int64_t n, const void *vx, const void *vy) {
-    const pi_block_q8_0 *x = vx;
-    const pi_block_q8_0 *y = vy;
-    const int64_t nb = n / PI_QK8_0;
-    float acc[2][8] = {{0}};
-    for (int64_t b = 0; b < nb; b++) {
-        int32_t lane[8];
-        q8_0_block_lanes(x[b].qs, y[b].qs, lane);
-        fma_lanes(acc[b & 1], pi_fp16_to_fp32(x[b].d) * pi_fp16_to_fp32(y[b].d), lane);
-    }
-    float sum[8];
-    for (int l = 0; l < 8; l++) sum[l] = acc[0][l] + acc[1][l];
-    return pi_hsum8_lanes(sum);
+    return dot_lanes(n, vx, 0, (lanes_y){NULL, NULL, vy}, 1);
 }
 
 // dot_q6_k_q8_k_avx2: per block, lane j of each 32-element step k of half h sums 4 products of
