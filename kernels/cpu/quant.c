@@ -846,18 +846,43 @@ PI_API int pi_dequantize(float *dst, const void *src, int32_t src_type, int64_t 
 #include <stdio.h>
 #include <unistd.h>
 
-PI_API int pi_file_create(const char *path, int32_t direct, int32_t *fd_out) {
-    if (!path || !fd_out) return PI_FAIL(PI_ERR_ARG, "pi_file_create: NULL argument");
+/* open() with O_DIRECT first when `direct` (and the system has it), else (or when the file
+ * system refuses it) without. */
+static int open_maybe_direct(const char *path, int flags, int32_t direct, int32_t *fd_out) {
     int fd = -1;
 #ifdef O_DIRECT
-    if (direct) fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0644);
+    if (direct) fd = open(path, flags | O_DIRECT, 0644);
 #else
     (void)direct;
 #endif
-    if (fd < 0) fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) fd = open(path, flags, 0644);
     if (fd < 0) return PI_FAIL(PI_ERR_IO, "%s", strerror(errno));
     *fd_out = fd;
     return PI_OK;
+}
+
+/* After a failed pread()/pwrite(): whether to retry it. EINTR retries; so does EINVAL on an
+ * O_DIRECT descriptor (a transfer the device will not take directly), once switched to
+ * buffered I/O. errno is kept for the caller's message otherwise. */
+static int io_retry(int fd) {
+    const int e = errno;
+    if (e == EINTR) return 1;
+#ifdef O_DIRECT
+    const int flags = fcntl(fd, F_GETFL);
+    if (e == EINVAL && flags >= 0 && (flags & O_DIRECT) &&
+        fcntl(fd, F_SETFL, flags & ~O_DIRECT) == 0) {
+        return 1;
+    }
+#else
+    (void)fd;
+#endif
+    errno = e;
+    return 0;
+}
+
+PI_API int pi_file_create(const char *path, int32_t direct, int32_t *fd_out) {
+    if (!path || !fd_out) return PI_FAIL(PI_ERR_ARG, "pi_file_create: NULL argument");
+    return open_maybe_direct(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, direct, fd_out);
 }
 
 PI_API int pi_file_pwrite(int32_t fd, const void *buf, int64_t len, int64_t offset) {
@@ -868,13 +893,7 @@ PI_API int pi_file_pwrite(int32_t fd, const void *buf, int64_t len, int64_t offs
     while (len > 0) {
         const ssize_t n = pwrite(fd, p, (size_t)len, (off_t)offset);
         if (n < 0) {
-            if (errno == EINTR) continue;
-#ifdef O_DIRECT
-            const int flags = fcntl(fd, F_GETFL);
-            if (errno == EINVAL && flags >= 0 && (flags & O_DIRECT)) { /* fall back to buffered */
-                if (fcntl(fd, F_SETFL, flags & ~O_DIRECT) == 0) continue;
-            }
-#endif
+            if (io_retry(fd)) continue;
             return PI_FAIL(PI_ERR_IO, "%s", strerror(errno));
         }
         if (n == 0) return PI_FAIL(PI_ERR_IO, "%s", strerror(ENOSPC));
@@ -888,14 +907,7 @@ PI_API int pi_file_pwrite(int32_t fd, const void *buf, int64_t len, int64_t offs
 /* Opens `path` read-only, with O_DIRECT when `direct` and the file system allows it. */
 PI_API int pi_file_open_read(const char *path, int32_t direct, int32_t *fd_out) {
     if (!path || !fd_out) return PI_FAIL(PI_ERR_ARG, "pi_file_open_read: NULL argument");
-    int fd = -1;
-#ifdef O_DIRECT
-    if (direct) fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
-#endif
-    if (fd < 0) fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return PI_FAIL(PI_ERR_IO, "%s", strerror(errno));
-    *fd_out = fd;
-    return PI_OK;
+    return open_maybe_direct(path, O_RDONLY | O_CLOEXEC, direct, fd_out);
 }
 
 /* Reads `len` bytes at `offset` (all of them, short only at the end of the file). */
@@ -907,13 +919,7 @@ PI_API int pi_file_pread(int32_t fd, void *buf, int64_t len, int64_t offset) {
     while (len > 0) {
         const ssize_t n = pread(fd, p, (size_t)len, (off_t)offset);
         if (n < 0) {
-            if (errno == EINTR) continue;
-#ifdef O_DIRECT
-            const int flags = fcntl(fd, F_GETFL);
-            if (errno == EINVAL && flags >= 0 && (flags & O_DIRECT)) {
-                if (fcntl(fd, F_SETFL, flags & ~O_DIRECT) == 0) continue;
-            }
-#endif
+            if (io_retry(fd)) continue;
             return PI_FAIL(PI_ERR_IO, "%s", strerror(errno));
         }
         if (n == 0) break;
