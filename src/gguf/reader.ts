@@ -19,6 +19,7 @@
 
 import { GgufFormatError, ModelConfigError } from "../errors.ts";
 import {
+  alignUp,
   GGML_TYPES,
   type GgmlType,
   GGUF_DEFAULT_ALIGNMENT,
@@ -431,11 +432,6 @@ function readTensorInfo(cur: Cursor, alignment: number): GgufTensorInfo & { at: 
     );
   }
   return { name, type, ne, offsetBytes, byteLength, at };
-}
-
-function alignUp(n: number, alignment: number): number {
-  const r = n % alignment;
-  return r === 0 ? n : n + alignment - r;
 }
 
 /** Parses the header of a GGUF/PWRI byte source (tensor payloads stay untouched). */

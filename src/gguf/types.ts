@@ -78,6 +78,12 @@ export function tensorByteSize(type: GgmlType, ne: readonly number[]): number {
   return (nElements / info.blockSize) * info.typeSize;
 }
 
+/** `n` rounded up to a multiple of `alignment` (GGUF data offsets and tensor padding). */
+export function alignUp(n: number, alignment: number): number {
+  const r = n % alignment;
+  return r === 0 ? n : n + alignment - r;
+}
+
 /** Bytes taken by one row (`ne[0]` elements) of `type`. */
 export function rowByteSize(type: GgmlType, nCols: number): number {
   return tensorByteSize(type, [nCols]);

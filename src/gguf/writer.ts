@@ -12,6 +12,7 @@
  */
 
 import {
+  alignUp,
   GGML_TYPES,
   type GgmlType,
   GGUF_DEFAULT_ALIGNMENT,
@@ -203,11 +204,6 @@ function writeScalar(out: ByteBuilder, type: GgufValueType, v: GgufScalar, what:
     default:
       throw new RangeError(`Bad value type ${type} of ${what}: expected a scalar type 0..12`);
   }
-}
-
-function alignUp(n: number, alignment: number): number {
-  const r = n % alignment;
-  return r === 0 ? n : n + alignment - r;
 }
 
 /** The encoded header (padded to the data section when there are tensors) and the data layout. */

@@ -9,6 +9,7 @@
 import { basename, dirname, join, resolve } from "node:path";
 import { FileWriteError, PowerInferError, QuantizeError } from "../errors.ts";
 import {
+  alignUp,
   GgmlType,
   ggmlTypeName,
   type GgufKv,
@@ -583,9 +584,7 @@ async function writeNative(path: string, run: WriteRun): Promise<void> {
   // Writes the whole 4 KiB blocks of `stage` (all of it, zero-padded, at the end) and moves
   // the partial block to the front of the other buffer.
   const flush = async (final: boolean) => {
-    const n = final
-      ? Math.ceil(pos / DIRECT_ALIGN) * DIRECT_ALIGN
-      : Math.floor(pos / DIRECT_ALIGN) * DIRECT_ALIGN;
+    const n = final ? alignUp(pos, DIRECT_ALIGN) : pos - (pos % DIRECT_ALIGN);
     if (final) stage.fill(0, pos, n);
     await waitWrite(); // the other buffer is free again
     const other = stages[stage === stages[0] ? 1 : 0]!;
@@ -749,10 +748,6 @@ function startSideJobs(run: WriteRun): Map<number, Promise<Uint8Array>> {
   return jobs;
 }
 
-function alignUp(n: number, alignment: number): number {
-  return Math.ceil(n / alignment) * alignment;
-}
-
 /** Bytes of input per chunk (whole rows; at least one row). */
 const INPUT_CHUNK_BYTES = 8 << 20;
 /** Input buffers of the pread() source: the chunk in use and up to seven reads in flight. */
@@ -850,8 +845,8 @@ class InputSource {
       return Promise.resolve(this.#file.tensorData(t).subarray(c.start, c.end));
     }
     const at = this.#file.dataOffset + t.offsetBytes + c.start;
-    const a0 = Math.floor(at / DIRECT_ALIGN) * DIRECT_ALIGN;
-    const a1 = Math.ceil((at + c.end - c.start) / DIRECT_ALIGN) * DIRECT_ALIGN;
+    const a0 = at - (at % DIRECT_ALIGN);
+    const a1 = alignUp(at + c.end - c.start, DIRECT_ALIGN);
     const buffer = this.#buffers[j % INPUT_BUFFERS]!.subarray(0, a1 - a0);
     return native.filePreadAsync(this.#fd, buffer, a0).then(() =>
       buffer.subarray(at - a0, at - a0 + c.end - c.start)
