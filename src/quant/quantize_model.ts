@@ -619,18 +619,18 @@ async function writeNative(path: string, run: WriteRun): Promise<void> {
       const { byteLength } = layout.tensors[i]!;
       const sideJob = side.get(i);
       if (sideJob) {
-        for (const _ of source.chunksOf(i)) await source.next(); // views, never read
+        for (let c = source.chunkCount(i); c > 0; c--) await source.next(); // views, never read
         await put(await sideJob);
         side.delete(i); // its buffer can go
       } else if (entry.action === "copy") {
-        for (const _ of source.chunksOf(i)) await put(await source.next());
+        for (let c = source.chunkCount(i); c > 0; c--) await put(await source.next());
       } else {
         const nCols = entry.ne[0]!;
         const rowBytes = native.rowByteLength(entry.dstType, nCols);
         let inputType = entry.srcType;
         if (entry.action === "requantize") inputType = GgmlType.F32;
         const srcRowBytes = nCols * (inputType === GgmlType.F32 ? 4 : 2);
-        for (const _ of source.chunksOf(i)) {
+        for (let c = source.chunkCount(i); c > 0; c--) {
           let inputBytes = await source.next();
           if (entry.action === "requantize") {
             const nRowsAll = inputBytes.byteLength / native.rowByteLength(entry.srcType, nCols);
@@ -812,9 +812,9 @@ class InputSource {
     if (this.#next === 0 && this.#chunks.length > 0) this.#readAhead(-1);
   }
 
-  /** One entry per chunk of tensor `index` (iterate, then call next() once per entry). */
-  chunksOf(index: number): number[] {
-    return new Array(this.#byTensor[index]!).fill(0);
+  /** Chunks of tensor `index`: call next() that many times for its bytes. */
+  chunkCount(index: number): number {
+    return this.#byTensor[index]!;
   }
 
   /** The next chunk's bytes; valid until the call after the next. */
