@@ -5,7 +5,7 @@
  * prints `{ avx2, digests }` as JSON.
  *
  * Every case runs at 1 and 2 threads; the shapes reach the kernels' special paths: F32/F16 tails
- * (n % 32), two-token F16/F32 passes, Q4_0 rows of 8 (n < 256), 4 and 1 per pass, 4-token
+ * (n % 32), two-token F16/F32 passes, Q4_0 rows 4 and 1 per pass (short rows too), 4-token
  * prompt tiles, Q6_K blocks, f16 attention rows under and over 64 with f64 tails, sparse
  * gathers, axpy chunks of 64 entries on two threads, and the fused sparse FFN of each kind.
  *

@@ -93,7 +93,7 @@ for (const type of [GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q6_K]) {
 
 const MATMUL_CASES: [GgmlType, number][] = [
   [GgmlType.Q4_0, 288], // 9 blocks: the 8-block step and a tail
-  [GgmlType.Q4_0, 96], // short rows: eight rows per pass, n_rows % 8 rows one by one
+  [GgmlType.Q4_0, 96], // short rows (no 8-block step): four rows per pass, then one by one
   [GgmlType.Q8_0, 288],
   [GgmlType.Q6_K, 512],
 ];

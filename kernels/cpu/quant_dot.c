@@ -333,50 +333,6 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_q8_0x_avx2(int64_
     return hsum_avx(acc);
 }
 
-// hsum_avx of 8 accumulators at once (the same pairings, so the same bits per row):
-// out[k] = ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)) of a[k].
-__attribute__((target("avx2,fma,f16c"))) static inline void hsum8_avx(const __m256 a[8],
-                                                                     float *out) {
-    _Alignas(32) float r[8][8];
-    for (int k = 0; k < 4; k++) {
-        const __m256 lo = _mm256_permute2f128_ps(a[2 * k], a[2 * k + 1], 0x20);
-        const __m256 hi = _mm256_permute2f128_ps(a[2 * k], a[2 * k + 1], 0x31);
-        __m256 s = _mm256_add_ps(hi, lo);                                // l_i + l_{i+4}
-        s = _mm256_add_ps(s, _mm256_permute_ps(s, 0x4e));               // (0+2), (1+3)
-        s = _mm256_add_ps(s, _mm256_permute_ps(s, 0xb1));               // lane 0: (0+2)+(1+3)
-        _mm256_store_ps(r[k], s);
-    }
-    for (int k = 0; k < 4; k++) {
-        out[2 * k] = r[k][0];
-        out[2 * k + 1] = r[k][4];
-    }
-}
-
-// Eight Q4_0 rows (stride `rb` bytes) against one q8_0x row, for short rows (n < 256: the
-// predictor's fc2): eight independent FMA chains and one joint horizontal sum; each row's bits
-// are those of dot_q4_0_q8_0x_avx2.
-__attribute__((target("avx2,fma,f16c"))) static void dot8_q4_0_q8_0x_avx2(
-    int64_t n, const uint8_t *w, size_t rb, const void *vy, float *out) {
-    const int64_t nb = n / PI_QK8_0;
-    const int8_t *yq = pi_q8_0x_qs(vy);
-    const float *yd = pi_q8_0x_d(vy, nb);
-    const int32_t *c8 = pi_q8_0x_c8(vy, nb);
-    __m256 acc[8];
-    for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        _Alignas(32) float d[8];
-        _mm256_store_ps(d, _mm256_mul_ps(scales8(w + b * sizeof(pi_block_q4_0), rb),
-                                         _mm256_set1_ps(yd[b])));
-        for (int k = 0; k < 8; k++) {
-            const pi_block_q4_0 *x = (const pi_block_q4_0 *) (w + k * rb) + b;
-            acc[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + k),
-                                     q4_lanes(nibbles_q4_0(x->qs), yq + b * 32, c8 + b * 8),
-                                     acc[k]);
-        }
-    }
-    hsum8_avx(acc, out);
-}
-
 // The fp16 scales of 8 consecutive Q4_0 blocks of one row (the 144 bytes from p = &x[b].d) as
 // f32, in the order of blocks 0,2,4,6,1,3,5,7: 32-byte chunk i of the span holds the
 // scales of blocks 2i (bytes 4i..4i+1) and 2i+1 (bytes 16+4i+2..+3), so three dword blends, one
@@ -980,21 +936,6 @@ static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
         const int64_t r1 = r0 + MM_ROW_TILE < i1 ? r0 + MM_ROW_TILE : i1;
         int64_t t = 0;
 #if defined(PI_QD_X86)
-        if (!c->use_ref && c->type == MM_Q4_0 && pi_qd_has_avx2() && c->n_cols < 256) {
-            // short rows: 8 rows per pass (each row's bits as alone; the r1 % 8 rows at the end
-            // of a tile take the per-row kernel)
-            for (t = 0; t < c->n_tokens; t++) {
-                const uint8_t *y = c->xq + t * c->xq_row_bytes;
-                float *o = c->out + t * c->n_rows;
-                int64_t r = r0;
-                for (; r + 8 <= r1; r += 8) {
-                    dot8_q4_0_q8_0x_avx2(c->n_cols, c->w + r * c->w_row_bytes, c->w_row_bytes, y,
-                                         o + r);
-                }
-                for (; r < r1; r++) o[r] = dot(c->n_cols, c->w + r * c->w_row_bytes, y);
-            }
-            continue;
-        }
         if (!c->use_ref && c->type == MM_Q4_0 && pi_qd_has_avx2()) {
             for (; t + 4 <= c->n_tokens; t += 4) {
                 for (int64_t r = r0; r < r1; r++) {
