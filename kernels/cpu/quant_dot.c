@@ -299,6 +299,15 @@ __attribute__((target("avx2,fma,f16c"))) static inline __m256 scales8(const uint
                                          (short) h[3], (short) h[2], (short) h[1], (short) h[0]));
 }
 
+// Non-temporal prefetch of the lines that start inside [p, p + bytes): consecutive spans are
+// covered line by line, each line once.
+static inline void prefetch_span_nta(const uint8_t *p, size_t bytes) {
+    const uintptr_t lo = (uintptr_t) p, hi = lo + bytes;
+    for (uintptr_t a = (lo + 63) & ~(uintptr_t) 63; a < hi; a += 64) {
+        __builtin_prefetch((const void *) a, 0, 0);
+    }
+}
+
 // d[k] = f32(dx of block k)·dy[k] for 8 consecutive blocks (the same f32 products as ggml).
 __attribute__((target("avx2,fma,f16c"))) static inline void block_scales8(float *d,
                                                                          const uint8_t *x,
@@ -510,9 +519,12 @@ __attribute__((target("avx2,fma,f16c"))) static void dot_q4_0_q8_0x_x4_avx2(
 }
 
 // Q8_0 weights: ggml's arithmetic as for Q4_0 (lanes of 4 products, one FMA per block).
+// `pf` (optional): 272 bytes from pf + 272·(b/8) (the same offset of a row further on) are
+// prefetched per 8 blocks, non-temporal, each line once, in step (as dot_q6_k_q8_k_avx2).
 __attribute__((target("avx2,fma,f16c"))) static float dot_q8_0_q8_0x_avx2(int64_t n,
                                                                            const void *vx,
-                                                                           const void *vy) {
+                                                                           const void *vy,
+                                                                           const uint8_t *pf) {
     const pi_block_q8_0 *x = vx;
     const int64_t nb = n / PI_QK8_0;
     const int8_t *yq = pi_q8_0x_qs(vy);
@@ -520,6 +532,7 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q8_0_q8_0x_avx2(int64_
     __m256 acc = _mm256_setzero_ps();
     int64_t b = 0;
     for (; b + 8 <= nb; b += 8) {
+        if (pf) prefetch_span_nta(pf + b * sizeof(pi_block_q8_0), 8 * sizeof(pi_block_q8_0));
         _Alignas(32) float d[8];
         block_scales8(d, (const uint8_t *) &x[b].d, sizeof(pi_block_q8_0), yd + b);
         for (int k = 0; k < 8; k++) {
@@ -700,7 +713,7 @@ PI_API void pi_qd_set_q4_rows(int32_t rows) { mm_q4_rows = rows == 1 ? 1 : 4; }
 
 float pi_qd_dot_q8_0_q8_0x(int64_t n, const void *x, const void *y) {
 #if defined(PI_QD_X86)
-    if (pi_qd_has_avx2()) return dot_q8_0_q8_0x_avx2(n, x, y);
+    if (pi_qd_has_avx2()) return dot_q8_0_q8_0x_avx2(n, x, y, NULL);
 #endif
     return dot_q8_0_q8_0x_lanes(n, x, y);
 }
@@ -829,13 +842,7 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q6_k_q8_k_avx2(int64_t
     for (int k = 0; k < 4; k++) pick[k] = _mm256_loadu_si256((const __m256i *) q6_scale16_shuffle[k]);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        if (pf) {
-            const uintptr_t lo = (uintptr_t) (pf + b * sizeof(pi_block_q6_k));
-            const uintptr_t hi = lo + sizeof(pi_block_q6_k);
-            for (uintptr_t a = (lo + 63) & ~(uintptr_t) 63; a < hi; a += 64) {
-                __builtin_prefetch((const void *) a, 0, 0);
-            }
-        }
+        if (pf) prefetch_span_nta(pf + b * sizeof(pi_block_q6_k), sizeof(pi_block_q6_k));
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *) x[b].scales));
         // Σ_g scale_g · Σ y_g: the +32 offset of the unsigned 6-bit values, removed below
         const __m256i corr =
@@ -922,9 +929,9 @@ static dot_fn api_dot(int type, int use_ref) {
     }
 }
 
-// Q4_0 4-row passes prefetch the next pass, Q6_K rows the row two on (in step); other rows a
-// whole row 8 rows on before their dot
-enum { MM_ROW_TILE = 16, MM_PF_ROWS = 8, MM_Q4_PF_ROWS = 4, MM_Q6_PF_ROWS = 2 };
+// Q4_0 4-row passes prefetch the next pass and Q6_K/Q8_0 rows the row two on, in step with
+// their blocks; the portable and _ref dots take a whole row 8 rows on before each dot
+enum { MM_ROW_TILE = 16, MM_PF_ROWS = 8, MM_Q4_PF_ROWS = 4, MM_PF_NEXT = 2 };
 
 static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
@@ -960,11 +967,13 @@ static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
                 }
             }
 #if defined(PI_QD_X86)
-            if (!c->use_ref && c->type == MM_Q6_K && pi_qd_has_avx2()) {
+            if (!c->use_ref && (c->type == MM_Q6_K || c->type == MM_Q8_0) && pi_qd_has_avx2()) {
                 for (; r < r1; r++) {
-                    const int64_t rn = r + MM_Q6_PF_ROWS < i1 ? r + MM_Q6_PF_ROWS : r;
-                    o[r] = dot_q6_k_q8_k_avx2(c->n_cols, c->w + r * c->w_row_bytes, y,
-                                              t == 0 ? c->w + rn * c->w_row_bytes : NULL);
+                    const int64_t rn = r + MM_PF_NEXT < i1 ? r + MM_PF_NEXT : r;
+                    const uint8_t *row = c->w + r * c->w_row_bytes;
+                    const uint8_t *pf = t == 0 ? c->w + rn * c->w_row_bytes : NULL;
+                    o[r] = c->type == MM_Q6_K ? dot_q6_k_q8_k_avx2(c->n_cols, row, y, pf)
+                                              : dot_q8_0_q8_0x_avx2(c->n_cols, row, y, pf);
                 }
             }
 #endif
