@@ -430,8 +430,7 @@ __attribute__((target("avx2,fma,f16c"))) static void dot4_q4_0_q8_0x_avx2(
     int64_t b = 0;
     for (; b + 8 <= nb; b += 8) {
         if (span) { // 4 rows x 144 bytes per 8 blocks = 576 bytes = 9 lines
-            const uint8_t *p = span + b * 72;
-            for (int k = 0; k < 9; k++) __builtin_prefetch(p + 64 * k, 0, 0);
+            prefetch_span_nta(span + b * 72, 576);
         } else if (pf) { // the next rows at the same offset, 144 bytes per row per 8 blocks
             for (int k = 0; k < 4; k++) {
                 const uint8_t *p = pf[k] + b * 18;
