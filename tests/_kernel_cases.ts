@@ -119,49 +119,66 @@ for (const n of [100, 2048 + 3]) {
 }
 
 // attention: f16 and f32 caches; head dims under 64, 64 and 128; V rows of 70 cells (f32 lanes
-// for 64, an f64 tail for 6); GQA 8 heads over 2
+// for 64, an f64 tail for 6); GQA 8 heads over 2. With an f16 cache, AVX2 takes the query heads
+// of one KV head together (four per pass): groups of 12 (passes of 4, 4 and 4 on one thread;
+// split 6 + 6 on two) and of 3 over 3 tokens, with an empty cell (-1) that every head masks.
+function attentionCase(
+  f16: boolean,
+  headDim: number,
+  nHead: number,
+  nHeadKv: number,
+  nTokens: number,
+  emptyCell: number,
+): () => string {
+  const s = seed++;
+  return () => {
+    const nCtx = 80, nKv = 70;
+    const nEmbdGqa = nHeadKv * headDim;
+    const src = randomF32(s, 2 * nCtx * nEmbdGqa, 2);
+    const k = src.subarray(0, nCtx * nEmbdGqa), v = src.subarray(nCtx * nEmbdGqa);
+    const kCache = f16 ? new Uint16Array(nCtx * nEmbdGqa) : new Float32Array(nCtx * nEmbdGqa);
+    const vCache = f16 ? new Uint16Array(nCtx * nEmbdGqa) : new Float32Array(nCtx * nEmbdGqa);
+    kvStore(
+      kCache,
+      vCache,
+      nCtx,
+      nEmbdGqa,
+      k,
+      v,
+      nCtx,
+      Int32Array.from({ length: nCtx }, (_, i) => i),
+    );
+    const q = randomF32(s + 1, nTokens * nHead * headDim, 2);
+    const o = new Float32Array(nTokens * nHead * headDim);
+    const cellPos = Int32Array.from({ length: nKv }, (_, i) => (i === emptyCell ? -1 : i));
+    attention(
+      o,
+      q,
+      kCache,
+      vCache,
+      nCtx,
+      nKv,
+      nTokens,
+      nHead,
+      nHeadKv,
+      headDim,
+      Int32Array.from({ length: nTokens }, (_, t) => nKv - nTokens - 3 + t),
+      cellPos,
+      1 / Math.sqrt(headDim),
+    );
+    return digest(o);
+  };
+}
 for (const f16 of [true, false]) {
   for (const headDim of [40, 64, 128]) {
-    const s = seed++;
-    CASES.push([`attention ${f16 ? "f16" : "f32"} head dim ${headDim}`, () => {
-      const nCtx = 80, nKv = 70, nTokens = 2, nHead = 8, nHeadKv = 2;
-      const nEmbdGqa = nHeadKv * headDim;
-      const src = randomF32(s, 2 * nCtx * nEmbdGqa, 2);
-      const k = src.subarray(0, nCtx * nEmbdGqa), v = src.subarray(nCtx * nEmbdGqa);
-      const kCache = f16 ? new Uint16Array(nCtx * nEmbdGqa) : new Float32Array(nCtx * nEmbdGqa);
-      const vCache = f16 ? new Uint16Array(nCtx * nEmbdGqa) : new Float32Array(nCtx * nEmbdGqa);
-      kvStore(
-        kCache,
-        vCache,
-        nCtx,
-        nEmbdGqa,
-        k,
-        v,
-        nCtx,
-        Int32Array.from({ length: nCtx }, (_, i) => i),
-      );
-      const q = randomF32(s + 1, nTokens * nHead * headDim, 2);
-      const o = new Float32Array(nTokens * nHead * headDim);
-      const cellPos = Int32Array.from({ length: nKv }, (_, i) => i);
-      attention(
-        o,
-        q,
-        kCache,
-        vCache,
-        nCtx,
-        nKv,
-        nTokens,
-        nHead,
-        nHeadKv,
-        headDim,
-        Int32Array.of(nKv - 5, nKv - 1),
-        cellPos,
-        1 / Math.sqrt(headDim),
-      );
-      return digest(o);
-    }]);
+    CASES.push([
+      `attention ${f16 ? "f16" : "f32"} head dim ${headDim}`,
+      attentionCase(f16, headDim, 8, 2, 2, -1),
+    ]);
   }
 }
+CASES.push(["attention f16, 12 heads over 1", attentionCase(true, 64, 12, 1, 1, 9)]);
+CASES.push(["attention f16, 6 heads over 2, 3 tokens", attentionCase(true, 40, 6, 2, 3, 30)]);
 
 // sparse ops: every type, 1 token (the active list; axpy chunks of 64 entries over 2 threads)
 // and 3 tokens

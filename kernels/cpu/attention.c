@@ -224,6 +224,28 @@ PI_TARGET_AVX2 static void dot4_f16_avx2(const uint16_t *const a[4], const float
     }
 }
 
+// One f16 row against four f32 vectors (the query heads of one KV head): out[k] has exactly
+// the bits of dot_f16_avx2(a, b[k], n); the f32 lanes convert the row once for the four (the
+// f64 tail, under 64 products, goes vector by vector through dot_f16_tail).
+PI_TARGET_AVX2 static void dot_f16_4v_avx2(const uint16_t *a, const float *const b[4],
+                                           int64_t n, float out[4]) {
+    const int64_t n64 = n & ~(int64_t) 63;
+    __m256 s0[4], s1[4];
+    for (int k = 0; k < 4; k++) s0[k] = s1[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n64; i += 16) {
+        const __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (a + i)));
+        const __m256 x1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (a + i + 8)));
+        for (int k = 0; k < 4; k++) {
+            s0[k] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(b[k] + i), s0[k]);
+            s1[k] = _mm256_fmadd_ps(x1, _mm256_loadu_ps(b[k] + i + 8), s1[k]);
+        }
+    }
+    for (int k = 0; k < 4; k++) {
+        const double r = n64 ? (double) hsum8(_mm256_add_ps(s0[k], s1[k])) : 0.0;
+        out[k] = (float) dot_f16_tail(a, b[k], n64, n, r);
+    }
+}
+
 #endif
 
 // fp16 rounding: F16C on the AVX2 path, the scalar conversion in the reference (same bits).
@@ -281,6 +303,30 @@ PI_TARGET_AVX2 static inline float softmax_exp_f16c(float d) {
 }
 #endif
 
+// score[s] (masked cells -inf, mx their maximum) -> the probabilities: fp16 table exp of the
+// difference, f64 sum, scaled by f32(1/sum) (and rounded to fp16 for an f16 cache).
+__attribute__((always_inline)) static inline void att_softmax(const att_ctx *c, float *score,
+                                                              float mx) {
+    const int64_t n_kv = c->n_kv;
+    double sum = 0.0;
+    for (int64_t s = 0; s < n_kv; s++) {
+        if (score[s] == -INFINITY) {
+            score[s] = 0.0f;
+            continue;
+        }
+#if PI_X86
+        const float e = c->avx2 ? softmax_exp_f16c(score[s] - mx)
+                                : att_round_f16(expf(att_round_f16(score[s] - mx)));
+#else
+        const float e = att_round_f16(expf(att_round_f16(score[s] - mx)));
+#endif
+        score[s] = e;
+        sum += (double) e;
+    }
+    const float inv = sum > 0.0 ? (float) (1.0 / sum) : 0.0f;
+    att_round_mul(c->avx2, score, score, inv, n_kv, c->kv_type == PI_KV_F16);
+}
+
 // One query head of one token: softmax(K·q·scale + mask) · V. Compiled twice (attend_one and
 // attend_one_avx2) so that the AVX2 copy inlines the F16C roundings and the dot kernels.
 __attribute__((always_inline)) static inline void attend_one_body(const att_ctx *c, int64_t t,
@@ -325,23 +371,7 @@ __attribute__((always_inline)) static inline void attend_one_body(const att_ctx 
         }
     }
 
-    double sum = 0.0;
-    for (int64_t s = 0; s < n_kv; s++) {
-        if (score[s] == -INFINITY) {
-            score[s] = 0.0f;
-            continue;
-        }
-#if PI_X86
-        const float e = c->avx2 ? softmax_exp_f16c(score[s] - mx)
-                                : att_round_f16(expf(att_round_f16(score[s] - mx)));
-#else
-        const float e = att_round_f16(expf(att_round_f16(score[s] - mx)));
-#endif
-        score[s] = e;
-        sum += (double) e;
-    }
-    const float inv = sum > 0.0 ? (float) (1.0 / sum) : 0.0f;
-    att_round_mul(c->avx2, score, score, inv, n_kv, f16);
+    att_softmax(c, score, mx);
 
     // masked cells have p = 0 and contribute 0 (cache cells hold finite values)
     for (int64_t d = 0; d < hd;) {
@@ -373,16 +403,85 @@ PI_TARGET_AVX2 static void attend_one_avx2(const att_ctx *c, int64_t t, int64_t 
 }
 #endif
 
+// Query heads sharing one KV head, at most ATT_GROUP at a time.
+enum { ATT_GROUP = 8 };
+
+#if PI_X86
+// Heads h0..h0+g-1 (2 <= g <= ATT_GROUP) of token t, all of KV head kvh, f16 cache, AVX2: each
+// head's output has the bits of attend_one_avx2, but every K row (cell) and V row (dim) is
+// converted once per four heads (dot_f16_4v_avx2) instead of once per head. `buf` holds
+// g·(n_kv + head_dim) floats.
+PI_TARGET_AVX2 static void attend_group_avx2(const att_ctx *c, int64_t t, int64_t h0, int g,
+                                             float *buf) {
+    const int64_t hd = c->head_dim, n_embd_gqa = c->n_head_kv * hd, n_kv = c->n_kv;
+    const int64_t kvh = h0 / (c->n_head / c->n_head_kv);
+    float *score[ATT_GROUP], *qr[ATT_GROUP];
+    float mx[ATT_GROUP];
+    for (int j = 0; j < g; j++) {
+        score[j] = buf + (size_t) j * (size_t) (n_kv + hd);
+        qr[j] = score[j] + n_kv;
+        att_round_mul(1, qr[j], c->q + (t * c->n_head + h0 + j) * hd, 1.0f, hd, 1);
+        mx[j] = -INFINITY;
+    }
+    for (int64_t s = 0; s < n_kv; s++) {
+        const int32_t p = c->cell_pos[s];
+        if (p < 0 || p > c->q_pos[t]) {
+            for (int j = 0; j < g; j++) score[j][s] = -INFINITY;
+            continue;
+        }
+        const uint16_t *row = (const uint16_t *) c->k_cache + s * n_embd_gqa + kvh * hd;
+        for (int j0 = 0; j0 < g; j0 += 4) {
+            const int m = g - j0 < 4 ? g - j0 : 4;
+            const float *b[4];
+            float dot[4];
+            for (int k = 0; k < 4; k++) b[k] = qr[j0 + (k < m ? k : 0)];
+            dot_f16_4v_avx2(row, b, hd, dot);
+            for (int k = 0; k < m; k++) {
+                const float v = dot[k] * c->scale;
+                score[j0 + k][s] = v;
+                if (v > mx[j0 + k]) mx[j0 + k] = v;
+            }
+        }
+    }
+    for (int j = 0; j < g; j++) att_softmax(c, score[j], mx[j]);
+    for (int64_t d = 0; d < hd; d++) {
+        const uint16_t *row = (const uint16_t *) c->v_cache + (kvh * hd + d) * c->n_ctx;
+        for (int j0 = 0; j0 < g; j0 += 4) {
+            const int m = g - j0 < 4 ? g - j0 : 4;
+            const float *b[4];
+            float o[4];
+            for (int k = 0; k < 4; k++) b[k] = score[j0 + (k < m ? k : 0)];
+            dot_f16_4v_avx2(row, b, n_kv, o);
+            for (int k = 0; k < m; k++) c->out[(t * c->n_head + h0 + j0 + k) * hd + d] = o[k];
+        }
+    }
+}
+#endif
+
 static void attention_task(void *ctx, int64_t i0, int64_t i1, int thread_index) {
     (void) thread_index;
     att_ctx *c = (att_ctx *) ctx;
-    float *score = (float *) malloc(sizeof(float) * (size_t) (c->n_kv + c->head_dim));
+    const int64_t group = c->n_head / c->n_head_kv;
+    const int grouped = PI_X86 && c->avx2 && c->kv_type == PI_KV_F16 && group > 1;
+    float *score =
+        (float *) malloc(sizeof(float) * (size_t) (grouped ? ATT_GROUP : 1) * (size_t) (c->n_kv + c->head_dim));
     if (!score) {
         c->failed = 1;
         return;
     }
     for (int64_t i = i0; i < i1; i++) {
 #if PI_X86
+        if (grouped) {
+            // the run of heads from h that share its KV head (within this task's range)
+            const int64_t h = i % c->n_head, end = (h / group + 1) * group - h;
+            int64_t g = end < i1 - i ? end : i1 - i;
+            if (g > ATT_GROUP) g = ATT_GROUP;
+            if (g > 1) {
+                attend_group_avx2(c, i / c->n_head, h, (int) g, score);
+                i += g - 1;
+                continue;
+            }
+        }
         if (c->avx2) {
             attend_one_avx2(c, i / c->n_head, i % c->n_head, score, score + c->n_kv);
             continue;
