@@ -463,8 +463,8 @@ static void attention_task(void *ctx, int64_t i0, int64_t i1, int thread_index) 
     att_ctx *c = (att_ctx *) ctx;
     const int64_t group = c->n_head / c->n_head_kv;
     const int grouped = PI_X86 && c->avx2 && c->kv_type == PI_KV_F16 && group > 1;
-    float *score =
-        (float *) malloc(sizeof(float) * (size_t) (grouped ? ATT_GROUP : 1) * (size_t) (c->n_kv + c->head_dim));
+    const size_t per_head = (size_t) (c->n_kv + c->head_dim);
+    float *score = (float *) malloc(sizeof(float) * (grouped ? ATT_GROUP : 1) * per_head);
     if (!score) {
         c->failed = 1;
         return;
