@@ -616,7 +616,7 @@ static lanes_y lanes_q8_0x(const void *vy, int64_t n) {
     return (lanes_y){pi_q8_0x_qs(vy), pi_q8_0x_d(vy, n / PI_QK8_0), NULL};
 }
 
-// dot_q4_0_q8_0x_avx2 (and the 4-row, 8-row and 4-token kernels, which give its bits)
+// dot_q4_0_q8_0x_avx2 (and the 4-row and 4-token kernels, which give its bits)
 static float dot_q4_0_q8_0x_lanes(int64_t n, const void *vx, const void *vy) {
     return dot_lanes(n, vx, 1, lanes_q8_0x(vy, n), 0);
 }
@@ -679,30 +679,23 @@ float pi_qd_dot_q4_0_q8_0x(int64_t n, const void *x, const void *y) {
     return dot_q4_0_q8_0x_lanes(n, x, y);
 }
 
-void pi_qd_dot4_q4_0_q8_0x(int64_t n, const uint8_t *const w[4], const uint8_t *const pf[4],
-                           const void *y, float out[4]) {
+// Four Q4_0 rows, each with the bits of pi_qd_dot_q4_0_q8_0x; on AVX2 the rows in `pf` (the
+// sparse gathers) or the span from `span` (a dense matrix's next rows) are prefetched in step.
+static void dot4_q4_0(int64_t n, const uint8_t *const w[4], const uint8_t *const pf[4],
+                      const uint8_t *span, const void *y, float out[4]) {
 #if defined(PI_QD_X86)
     if (pi_qd_has_avx2()) {
-        dot4_q4_0_q8_0x_avx2(n, w, pf, NULL, y, out);
+        dot4_q4_0_q8_0x_avx2(n, w, pf, span, y, out);
         return;
     }
 #endif
-    (void) pf;
+    (void) pf, (void) span;
     for (int k = 0; k < 4; k++) out[k] = dot_q4_0_q8_0x_lanes(n, w[k], y);
 }
 
-// Four consecutive rows of a dense matrix (pi_qd_dot4_q4_0_q8_0x's bits), prefetching the 4
-// rows from `span` in step.
-static void dot4_q4_0_span(int64_t n, const uint8_t *const w[4], const uint8_t *span,
+void pi_qd_dot4_q4_0_q8_0x(int64_t n, const uint8_t *const w[4], const uint8_t *const pf[4],
                            const void *y, float out[4]) {
-#if defined(PI_QD_X86)
-    if (pi_qd_has_avx2()) {
-        dot4_q4_0_q8_0x_avx2(n, w, NULL, span, y, out);
-        return;
-    }
-#endif
-    (void) span;
-    for (int k = 0; k < 4; k++) out[k] = dot_q4_0_q8_0x_lanes(n, w[k], y);
+    dot4_q4_0(n, w, pf, NULL, y, out);
 }
 
 // Rows per pass of the Q4_0 matrix-vector path (4, or 1 for the one-row kernel): a knob for
@@ -962,7 +955,7 @@ static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
                     const uint8_t *rows[4];
                     const int64_t rn = r + MM_Q4_PF_ROWS + 4 <= i1 ? r + MM_Q4_PF_ROWS : r;
                     for (int k = 0; k < 4; k++) rows[k] = c->w + (r + k) * c->w_row_bytes;
-                    dot4_q4_0_span(c->n_cols, rows, c->w + rn * c->w_row_bytes, y, o + r);
+                    dot4_q4_0(c->n_cols, rows, NULL, c->w + rn * c->w_row_bytes, y, o + r);
                 }
             }
 #if defined(PI_QD_X86)
