@@ -407,6 +407,20 @@ PI_TARGET_AVX2 static void attend_one_avx2(const att_ctx *c, int64_t t, int64_t 
 enum { ATT_GROUP = 8 };
 
 #if PI_X86
+// out[j] = dot_f16_avx2(a, v[j], n) for the g vectors v[0..g-1], four per dot_f16_4v_avx2 pass
+// (a short last pass repeats its first vector and drops those results).
+PI_TARGET_AVX2 static inline void dot_f16_heads(const uint16_t *a, float *const *v, int g,
+                                                int64_t n, float *out) {
+    for (int j0 = 0; j0 < g; j0 += 4) {
+        const int m = g - j0 < 4 ? g - j0 : 4;
+        const float *b[4];
+        float o[4];
+        for (int k = 0; k < 4; k++) b[k] = v[j0 + (k < m ? k : 0)];
+        dot_f16_4v_avx2(a, b, n, o);
+        for (int k = 0; k < m; k++) out[j0 + k] = o[k];
+    }
+}
+
 // Heads h0..h0+g-1 (2 <= g <= ATT_GROUP) of token t, all of KV head kvh, f16 cache, AVX2: each
 // head's output has the bits of attend_one_avx2, but every K row (cell) and V row (dim) is
 // converted once per four heads (dot_f16_4v_avx2) instead of once per head. `buf` holds
@@ -429,31 +443,19 @@ PI_TARGET_AVX2 static void attend_group_avx2(const att_ctx *c, int64_t t, int64_
             for (int j = 0; j < g; j++) score[j][s] = -INFINITY;
             continue;
         }
-        const uint16_t *row = (const uint16_t *) c->k_cache + s * n_embd_gqa + kvh * hd;
-        for (int j0 = 0; j0 < g; j0 += 4) {
-            const int m = g - j0 < 4 ? g - j0 : 4;
-            const float *b[4];
-            float dot[4];
-            for (int k = 0; k < 4; k++) b[k] = qr[j0 + (k < m ? k : 0)];
-            dot_f16_4v_avx2(row, b, hd, dot);
-            for (int k = 0; k < m; k++) {
-                const float v = dot[k] * c->scale;
-                score[j0 + k][s] = v;
-                if (v > mx[j0 + k]) mx[j0 + k] = v;
-            }
+        float dot[ATT_GROUP];
+        dot_f16_heads((const uint16_t *) c->k_cache + s * n_embd_gqa + kvh * hd, qr, g, hd, dot);
+        for (int j = 0; j < g; j++) {
+            const float v = dot[j] * c->scale;
+            score[j][s] = v;
+            if (v > mx[j]) mx[j] = v;
         }
     }
     for (int j = 0; j < g; j++) att_softmax(c, score[j], mx[j]);
     for (int64_t d = 0; d < hd; d++) {
-        const uint16_t *row = (const uint16_t *) c->v_cache + (kvh * hd + d) * c->n_ctx;
-        for (int j0 = 0; j0 < g; j0 += 4) {
-            const int m = g - j0 < 4 ? g - j0 : 4;
-            const float *b[4];
-            float o[4];
-            for (int k = 0; k < 4; k++) b[k] = score[j0 + (k < m ? k : 0)];
-            dot_f16_4v_avx2(row, b, n_kv, o);
-            for (int k = 0; k < m; k++) c->out[(t * c->n_head + h0 + j0 + k) * hd + d] = o[k];
-        }
+        float o[ATT_GROUP];
+        dot_f16_heads((const uint16_t *) c->v_cache + (kvh * hd + d) * c->n_ctx, score, g, n_kv, o);
+        for (int j = 0; j < g; j++) c->out[(t * c->n_head + h0 + j) * hd + d] = o[j];
     }
 }
 #endif
