@@ -284,19 +284,17 @@ PI_TARGET_AVX2 static inline int cpu_side8(const uint8_t *gpu_idx, int64_t j) {
                                             _mm_setzero_si128())) & 0xff;
 }
 
+// The active list of rows [0, n & ~7), 8 at a time; returns its length.
 PI_TARGET_AVX2 static int64_t active_list_avx2(int32_t *list, const float *pred, int64_t n,
                                                float threshold, const uint8_t *gpu_idx) {
     pthread_once(&pack8_once, pack8_build);
     const __m256 th = _mm256_set1_ps(threshold);
-    int64_t k = 0, j = 0;
-    for (; j + 8 <= n; j += 8) {
+    int64_t k = 0;
+    for (int64_t j = 0; j + 8 <= n; j += 8) {
         const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(pred + j), th,
                                                           _CMP_GE_OQ)) & cpu_side8(gpu_idx, j);
         pack8_store(list, k, j, mask);
         k += __builtin_popcount((unsigned) mask);
-    }
-    for (; j < n; j++) {
-        if (pred[j] >= threshold && !(gpu_idx && gpu_idx[j])) list[k++] = (int32_t) j;
     }
     return k;
 }
@@ -305,11 +303,14 @@ PI_TARGET_AVX2 static int64_t active_list_avx2(int32_t *list, const float *pred,
 // Active cold rows in ascending order (the AVX2 stores never pass list[n - 1]: k <= j).
 static int64_t active_list(int32_t *list, const float *pred, int64_t n, float threshold,
                            const uint8_t *gpu_idx) {
+    int64_t k = 0, j = 0;
 #if PI_X86
-    if (pi_has_avx2()) return active_list_avx2(list, pred, n, threshold, gpu_idx);
+    if (pi_has_avx2()) {
+        k = active_list_avx2(list, pred, n, threshold, gpu_idx);
+        j = n & ~(int64_t) 7;
+    }
 #endif
-    int64_t k = 0;
-    for (int64_t j = 0; j < n; j++) {
+    for (; j < n; j++) {
         if (pred[j] >= threshold && !(gpu_idx && gpu_idx[j])) list[k++] = (int32_t) j;
     }
     return k;
@@ -900,7 +901,7 @@ typedef struct {
     size_t up_row, gate_row;
     const uint8_t *xu, *xg; // converted f per token for up / gate
     size_t xu_row, xg_row;
-    int up_type, gate_type, kind, fast; // fast: always (pi_sparse_ffn has no _ref twin)
+    int up_type, gate_type, kind; // dots: always the fast arithmetic (no _ref twin)
     int64_t n_embd, n_ff, n_tokens;
     const float *pred;
     float threshold;
@@ -916,14 +917,14 @@ static inline float ffn_gated(int kind, float g, float u) {
 static inline float ffn_neuron(const ffn_ctx *c, int64_t t, int64_t j) {
     const int64_t n = c->n_embd;
     if (c->kind == 3) {
-        const float u = row_dot(c->up_type, c->fast, c->up + (size_t) j * c->up_row,
+        const float u = row_dot(c->up_type, 1, c->up + (size_t) j * c->up_row,
                                 c->xu + t * c->xu_row, n);
         return u > 0.0f ? u : 0.0f;
     }
-    const float g = row_dot(c->gate_type, c->fast, c->gate + (size_t) j * c->gate_row,
+    const float g = row_dot(c->gate_type, 1, c->gate + (size_t) j * c->gate_row,
                             c->xg + t * c->xg_row, n);
     if (!(g > 0.0f)) return 0.0f;
-    const float u = row_dot(c->up_type, c->fast, c->up + (size_t) j * c->up_row,
+    const float u = row_dot(c->up_type, 1, c->up + (size_t) j * c->up_row,
                             c->xu + t * c->xu_row, n);
     return ffn_gated(c->kind, g, u);
 }
@@ -1107,7 +1108,7 @@ PI_API int pi_sparse_ffn(float *out, const float *f, const float *z, int64_t n_t
         if (!share) convert_x(&fg, f + t * n_embd, n_embd, xg + t * xg_row);
     }
     ffn_ctx c = {act, up, gate, row_bytes(&fu, n_embd), row_bytes(&fg, n_embd), xu, xg, xu_row,
-                 xg_row, up_type, kind == 3 ? up_type : gate_type, kind, 1, n_embd,
+                 xg_row, up_type, kind == 3 ? up_type : gate_type, kind, n_embd,
                  n_ff, n_tokens, pred, threshold, gpu_idx, list};
     if (n_tokens == 1) {
         const int64_t k = active_list(list, pred, n_ff, threshold, gpu_idx);
