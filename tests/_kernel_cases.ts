@@ -122,6 +122,8 @@ for (const n of [100, 2048 + 3]) {
 // for 64, an f64 tail for 6); GQA 8 heads over 2. With an f16 cache, AVX2 takes the query heads
 // of one KV head together (four per pass): groups of 12 (passes of 4, 4 and 4 on one thread;
 // split 6 + 6 on two) and of 3 over 3 tokens, with an empty cell (-1) that every head masks.
+// The long case gives enough scores (32 heads x 600 cells) that a K dot summed in another order
+// changes some fp16-rounded softmax input, and so the output.
 function attentionCase(
   f16: boolean,
   headDim: number,
@@ -129,10 +131,11 @@ function attentionCase(
   nHeadKv: number,
   nTokens: number,
   emptyCell: number,
+  nKv = 70,
 ): () => string {
   const s = seed++;
   return () => {
-    const nCtx = 80, nKv = 70;
+    const nCtx = nKv + 10;
     const nEmbdGqa = nHeadKv * headDim;
     const src = randomF32(s, 2 * nCtx * nEmbdGqa, 2);
     const k = src.subarray(0, nCtx * nEmbdGqa), v = src.subarray(nCtx * nEmbdGqa);
@@ -179,6 +182,10 @@ for (const f16 of [true, false]) {
 }
 CASES.push(["attention f16, 12 heads over 1", attentionCase(true, 64, 12, 1, 1, 9)]);
 CASES.push(["attention f16, 6 heads over 2, 3 tokens", attentionCase(true, 40, 6, 2, 3, 30)]);
+CASES.push([
+  "attention f16, 32 heads over 1, 600 cells",
+  attentionCase(true, 64, 32, 1, 1, 5, 600),
+]);
 
 // sparse ops: every type, 1 token (the active list; axpy chunks of 64 entries over 2 threads)
 // and 3 tokens

@@ -224,12 +224,10 @@ PI_TARGET_AVX2 static void dot4_f16_avx2(const uint16_t *const a[4], const float
     }
 }
 
-// One f16 row against four f32 vectors (the query heads of one KV head): out[k] has exactly
-// the bits of dot_f16_avx2(a, b[k], n); the f32 lanes convert the row once for the four (the
-// f64 tail, under 64 products, goes vector by vector through dot_f16_tail).
-PI_TARGET_AVX2 static void dot_f16_4v_avx2(const uint16_t *a, const float *const b[4],
-                                           int64_t n, float out[4]) {
-    const int64_t n64 = n & ~(int64_t) 63;
+// The f32 lanes of dot_f16_4v_avx2's four dots over the first n64 (a multiple of 64) elements:
+// v[k] = the two FMA accumulators of vector k added, as hsum8 takes them.
+PI_TARGET_AVX2 static inline void dot_f16_4v_lanes8(const uint16_t *a, const float *const b[4],
+                                                    int64_t n64, __m256 v[4]) {
     __m256 s0[4], s1[4];
     for (int k = 0; k < 4; k++) s0[k] = s1[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n64; i += 16) {
@@ -240,10 +238,43 @@ PI_TARGET_AVX2 static void dot_f16_4v_avx2(const uint16_t *a, const float *const
             s1[k] = _mm256_fmadd_ps(x1, _mm256_loadu_ps(b[k] + i + 8), s1[k]);
         }
     }
+    for (int k = 0; k < 4; k++) v[k] = _mm256_add_ps(s0[k], s1[k]);
+}
+
+// One f16 row against four f32 vectors (the query heads of one KV head): out[k] has exactly
+// the bits of dot_f16_avx2(a, b[k], n); the f32 lanes convert the row once for the four (the
+// f64 tail, under 64 products, goes vector by vector through dot_f16_tail).
+PI_TARGET_AVX2 static void dot_f16_4v_avx2(const uint16_t *a, const float *const b[4],
+                                           int64_t n, float out[4]) {
+    const int64_t n64 = n & ~(int64_t) 63;
+    __m256 v[4];
+    dot_f16_4v_lanes8(a, b, n64, v);
     for (int k = 0; k < 4; k++) {
-        const double r = n64 ? (double) hsum8(_mm256_add_ps(s0[k], s1[k])) : 0.0;
+        const double r = n64 ? (double) hsum8(v[k]) : 0.0;
         out[k] = (float) dot_f16_tail(a, b[k], n64, n, r);
     }
+}
+
+// dot_f16_4v_avx2 for n a multiple of 64 (no f64 tail; its r + 0.0 would turn a -0 into +0),
+// with the four horizontal sums done together: lane k of the result is out[k]. Each lane adds
+// ((v0+v4)+(v2+v6)) + ((v1+v5)+(v3+v7)) of its vector, the tree of hsum8.
+PI_TARGET_AVX2 static __m128 dot_f16_4v_n64_avx2(const uint16_t *a, const float *const b[4],
+                                                 int64_t n) {
+    __m256 v[4];
+    dot_f16_4v_lanes8(a, b, n, v);
+    // t = [v0 lo+hi | v1 lo+hi] and [v2 | v3]: lanes (v_0+v_4, v_1+v_5, v_2+v_6, v_3+v_7)
+    const __m256 t01 = _mm256_add_ps(_mm256_permute2f128_ps(v[0], v[1], 0x20),
+                                     _mm256_permute2f128_ps(v[0], v[1], 0x31));
+    const __m256 t23 = _mm256_add_ps(_mm256_permute2f128_ps(v[2], v[3], 0x20),
+                                     _mm256_permute2f128_ps(v[2], v[3], 0x31));
+    // u = per half [t0+t2, t1+t3 of (v0|v1), t0+t2, t1+t3 of (v2|v3)]
+    const __m256 u =
+        _mm256_add_ps(_mm256_shuffle_ps(t01, t23, 0x44), _mm256_shuffle_ps(t01, t23, 0xee));
+    // r = u0 + u1: per half [r(v0|v1), r(v2|v3), ...]
+    const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(u, u, 0x08), _mm256_shuffle_ps(u, u, 0x0d));
+    // halves [r0, r2, .] and [r1, r3, .] -> (r0, r1, r2, r3), then -0 -> +0
+    const __m128 lo = _mm256_castps256_ps128(r), hi = _mm256_extractf128_ps(r, 1);
+    return _mm_add_ps(_mm_unpacklo_ps(lo, hi), _mm_setzero_ps());
 }
 
 #endif
@@ -423,7 +454,8 @@ PI_TARGET_AVX2 static inline void dot_f16_heads(const uint16_t *a, float *const 
 
 // Heads h0..h0+g-1 (2 <= g <= ATT_GROUP) of token t, all of KV head kvh, f16 cache, AVX2: each
 // head's output has the bits of attend_one_avx2, but every K row (cell) and V row (dim) is
-// converted once per four heads (dot_f16_4v_avx2) instead of once per head. `buf` holds
+// converted once per four heads (dot_f16_4v_avx2) instead of once per head; with head dims that
+// are multiples of 64 the four K dots also finish together (dot_f16_4v_n64_avx2). `buf` holds
 // g·(n_kv + head_dim) floats.
 PI_TARGET_AVX2 static void attend_group_avx2(const att_ctx *c, int64_t t, int64_t h0, int g,
                                              float *buf) {
@@ -443,8 +475,24 @@ PI_TARGET_AVX2 static void attend_group_avx2(const att_ctx *c, int64_t t, int64_
             for (int j = 0; j < g; j++) score[j][s] = -INFINITY;
             continue;
         }
+        const uint16_t *krow = (const uint16_t *) c->k_cache + s * n_embd_gqa + kvh * hd;
+        if (hd % 64 == 0) {
+            for (int j0 = 0; j0 < g; j0 += 4) {
+                const int m = g - j0 < 4 ? g - j0 : 4;
+                const float *b[4];
+                for (int k = 0; k < 4; k++) b[k] = qr[j0 + (k < m ? k : 0)];
+                const __m128 dots = dot_f16_4v_n64_avx2(krow, b, hd);
+                float v[4];
+                _mm_storeu_ps(v, _mm_mul_ps(dots, _mm_set1_ps(c->scale)));
+                for (int k = 0; k < m; k++) {
+                    score[j0 + k][s] = v[k];
+                    if (v[k] > mx[j0 + k]) mx[j0 + k] = v[k];
+                }
+            }
+            continue;
+        }
         float dot[ATT_GROUP];
-        dot_f16_heads((const uint16_t *) c->k_cache + s * n_embd_gqa + kvh * hd, qr, g, hd, dot);
+        dot_f16_heads(krow, qr, g, hd, dot);
         for (int j = 0; j < g; j++) {
             const float v = dot[j] * c->scale;
             score[j][s] = v;
