@@ -332,6 +332,34 @@ PI_TARGET_AVX2 static inline float softmax_exp_f16c(float d) {
     if (h & 0x8000) return _cvtsh_ss(exp_neg_f16[h & 0x7fff]);
     return round_f16_f16c(expf(_cvtsh_ss(h)));
 }
+
+// att_softmax's loop for the first cells, 8 at a time (the table exp in vectors, the f64 sum
+// still cell by cell in order; a masked cell adds +0, which leaves the sum as it is). Stops
+// before a group with a positive fp16 difference other than +0 (NaN scores), which the scalar
+// loop takes (expf). Returns the cells done.
+PI_TARGET_AVX2 static int64_t softmax8_f16c(float *score, float mx, int64_t n, double *sum) {
+    const __m256 m = _mm256_set1_ps(mx), ninf = _mm256_set1_ps(-INFINITY);
+    double acc = *sum;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(score + i);
+        const __m128i h = _mm256_cvtps_ph(_mm256_sub_ps(x, m), _MM_FROUND_TO_NEAREST_INT);
+        // h > 0 as int16: sign clear and not +0
+        if (_mm_movemask_epi8(_mm_cmpgt_epi16(h, _mm_setzero_si128()))) break;
+        uint16_t hv[8], ev[8];
+        _mm_storeu_si128((__m128i *) hv, h);
+        for (int k = 0; k < 8; k++) ev[k] = exp_neg_f16[hv[k] & 0x7fff];
+        const __m256 e = _mm256_andnot_ps(_mm256_cmp_ps(x, ninf, _CMP_EQ_OQ),
+                                          _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) ev)));
+        _mm256_storeu_ps(score + i, e);
+        double d[8];
+        _mm256_storeu_pd(d, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        _mm256_storeu_pd(d + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+        for (int k = 0; k < 8; k++) acc += d[k];
+    }
+    *sum = acc;
+    return i;
+}
 #endif
 
 // score[s] (masked cells -inf, mx their maximum) -> the probabilities: fp16 table exp of the
@@ -340,7 +368,11 @@ __attribute__((always_inline)) static inline void att_softmax(const att_ctx *c, 
                                                               float mx) {
     const int64_t n_kv = c->n_kv;
     double sum = 0.0;
-    for (int64_t s = 0; s < n_kv; s++) {
+    int64_t s = 0;
+#if PI_X86
+    if (c->avx2) s = softmax8_f16c(score, mx, n_kv, &sum);
+#endif
+    for (; s < n_kv; s++) {
         if (score[s] == -INFINITY) {
             score[s] = 0.0f;
             continue;
