@@ -472,7 +472,7 @@ PI_TARGET_AVX2 static void axpy4_q4_0_avx2(float *o, const uint8_t *const row[4]
         dh = _mm_insert_epi16(dh, w2[b].d, 2);
         dh = _mm_insert_epi16(dh, w3[b].d, 3);
         _mm_store_ps(ck, _mm_mul_ps(_mm_cvtph_ps(dh), msv));
-        const float csum = ((ck[0] + ck[1]) + ck[2]) + ck[3];
+        const float csum = (((0.0f + ck[0]) + ck[1]) + ck[2]) + ck[3]; // the loop's order
         float *ob = o + b * 32;
         __m256 v0 = _mm256_loadu_ps(ob), v1 = _mm256_loadu_ps(ob + 8);
         __m256 v2 = _mm256_loadu_ps(ob + 16), v3 = _mm256_loadu_ps(ob + 24);
