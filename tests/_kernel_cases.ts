@@ -209,12 +209,21 @@ for (const type of SPARSE_TYPES) {
   }
 }
 
-// the fused sparse FFN of each kind (llama, bamboo, falcon)
+const SPARSE_FFN_RUNS = [
+  ["relu_mul", 1],
+  ["relu_relu_mul", 1],
+  ["relu", 1],
+  ["relu_mul", 13],
+  ["relu", 13],
+] as const;
+
+// the fused sparse FFN of each kind (llama, bamboo, falcon), one token (the active list) and a
+// batch of 13 (per neuron, its active tokens four at a time)
 for (const type of SPARSE_TYPES) {
-  for (const kind of ["relu_mul", "relu_relu_mul", "relu"] as const) {
+  for (const [kind, nTokens] of SPARSE_FFN_RUNS) {
     const s = seed++;
-    CASES.push([`sparseFfn ${GgmlType[type]} ${kind}`, () => {
-      const nEmbd = 128, nFf = 512, nHidden = 64, nTokens = 1;
+    CASES.push([`sparseFfn ${GgmlType[type]} ${kind} x ${nTokens}`, () => {
+      const nEmbd = 128, nFf = 512, nHidden = 64;
       const t = (seedOffset: number, nRows: number, nCols: number) => ({
         data: weights(s + seedOffset, type, nRows, nCols),
         type,

@@ -215,7 +215,7 @@ function ffnByOps(
   n: number,
   threshold: number,
   gpuIdx: Uint8Array | null,
-  kind: "relu_mul" | "relu_relu_mul" = "relu_mul",
+  kind: "relu_mul" | "relu_relu_mul" | "relu" = "relu_mul",
 ) {
   const nFf = w.up.nRows, nEmbd = w.downT.nCols, nHidden = w.fc1.nRows;
   const hidden = new Float32Array(n * nHidden);
@@ -225,23 +225,39 @@ function ffnByOps(
   matmul(pred, w.fc2.data, w.fc2.type, nFf, nHidden, hidden, n);
   const up = new Float32Array(n * nFf), gate = new Float32Array(n * nFf);
   sparseMatmul(up, w.up.data, w.up.type, nFf, nEmbd, f, n, pred, threshold, gpuIdx);
-  sparseMatmul(gate, w.gate!.data, w.gate!.type, nFf, nEmbd, f, n, pred, threshold, gpuIdx);
   const a = new Float32Array(n * nFf);
-  activation(a, gate, up, kind);
+  if (kind === "relu") {
+    activation(a, up, null, "relu");
+  } else {
+    sparseMatmul(gate, w.gate!.data, w.gate!.type, nFf, nEmbd, f, n, pred, threshold, gpuIdx);
+    activation(a, gate, up, kind);
+  }
   const out = new Float32Array(n * nEmbd);
   sparseAxpy(out, w.downT.data, w.downT.type, nFf, nEmbd, a, n, pred, threshold, gpuIdx);
   return { out, pred };
 }
 
 for (const type of TYPES) {
-  for (const [nTokens, kind] of [[1, "relu_mul"], [4, "relu_mul"], [1, "relu_relu_mul"]] as const) {
+  // (a batch takes each neuron's active tokens four at a time: 13 tokens give full and partial
+  // groups of gate and up dots)
+  for (
+    const [nTokens, kind] of [
+      [1, "relu_mul"],
+      [4, "relu_mul"],
+      [13, "relu_mul"],
+      [1, "relu_relu_mul"],
+      [13, "relu_relu_mul"],
+      [13, "relu"],
+    ] as const
+  ) {
     Deno.test(
       `sparseFfn() ${
         GgmlType[type]
       } ${kind}, ${nTokens} tokens equals the separate ops bit for bit on 1 and 2 threads`,
       () => {
         const nEmbd = 64, nFf = 1024, nHidden = 32;
-        const w = ffnLayer(17 * type, type, nEmbd, nFf, nHidden);
+        const layer = ffnLayer(17 * type, type, nEmbd, nFf, nHidden);
+        const w = kind === "relu" ? { ...layer, gate: null } : layer;
         const f = randomF32(21, nTokens * nEmbd);
         const z = randomF32(22, nTokens * nEmbd, 3);
         const gpuIdx = Uint8Array.from({ length: nFf }, (_, j) => (j % 7 === 0 ? 1 : 0));

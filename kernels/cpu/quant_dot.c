@@ -474,19 +474,19 @@ __attribute__((target("avx2,fma,f16c"))) static void dot4_q4_0_q8_0x_avx2(
     out[3] = hsum_pair(a23l, a23h, 1);
 }
 
-// One Q4_0 row against 4 q8_0x activation rows (stride `ys` bytes) for prompt batches: the
-// nibbles of each block are unpacked once for the 4 tokens; per token the bits of
-// dot_q4_0_q8_0x_avx2.
+// One Q4_0 row against 4 q8_0x activation rows (any addresses: a prompt batch's consecutive
+// tokens, or the tokens of a batch for which a sparse neuron is active): the nibbles of each
+// block are unpacked once for the 4 tokens; per token the bits of dot_q4_0_q8_0x_avx2.
 __attribute__((target("avx2,fma,f16c"))) static void dot_q4_0_q8_0x_x4_avx2(
-    int64_t n, const pi_block_q4_0 *x, const uint8_t *y, size_t ys, float *out) {
+    int64_t n, const pi_block_q4_0 *x, const uint8_t *const y[4], float *out) {
     const int64_t nb = n / PI_QK8_0;
     const int8_t *yq[4];
     const float *yd[4];
     const int32_t *c8[4];
     for (int t = 0; t < 4; t++) {
-        yq[t] = pi_q8_0x_qs(y + t * ys);
-        yd[t] = pi_q8_0x_d(y + t * ys, nb);
-        c8[t] = pi_q8_0x_c8(y + t * ys, nb);
+        yq[t] = pi_q8_0x_qs(y[t]);
+        yd[t] = pi_q8_0x_d(y[t], nb);
+        c8[t] = pi_q8_0x_c8(y[t], nb);
     }
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                      _mm256_setzero_ps()};
@@ -696,6 +696,16 @@ static void dot4_q4_0(int64_t n, const uint8_t *const w[4], const uint8_t *const
 void pi_qd_dot4_q4_0_q8_0x(int64_t n, const uint8_t *const w[4], const uint8_t *const pf[4],
                            const void *y, float out[4]) {
     dot4_q4_0(n, w, pf, NULL, y, out);
+}
+
+void pi_qd_dot_q4_0_q8_0x_t4(int64_t n, const void *x, const uint8_t *const y[4], float out[4]) {
+#if defined(PI_QD_X86)
+    if (pi_qd_has_avx2()) {
+        dot_q4_0_q8_0x_x4_avx2(n, (const pi_block_q4_0 *) x, y, out);
+        return;
+    }
+#endif
+    for (int k = 0; k < 4; k++) out[k] = dot_q4_0_q8_0x_lanes(n, x, y[k]);
 }
 
 // Rows per pass of the Q4_0 matrix-vector path (4, or 1 for the one-row kernel): a knob for
@@ -937,10 +947,12 @@ static void mm_task(void *vctx, int64_t i0, int64_t i1, int thread_index) {
 #if defined(PI_QD_X86)
         if (!c->use_ref && c->type == MM_Q4_0 && pi_qd_has_avx2()) {
             for (; t + 4 <= c->n_tokens; t += 4) {
+                const uint8_t *ys[4];
+                for (int k = 0; k < 4; k++) ys[k] = c->xq + (t + k) * c->xq_row_bytes;
                 for (int64_t r = r0; r < r1; r++) {
                     float s4[4];
                     dot_q4_0_q8_0x_x4_avx2(c->n_cols, (const pi_block_q4_0 *) (c->w + r * c->w_row_bytes),
-                                           c->xq + t * c->xq_row_bytes, c->xq_row_bytes, s4);
+                                           ys, s4);
                     for (int k = 0; k < 4; k++) c->out[(t + k) * c->n_rows + r] = s4[k];
                 }
             }

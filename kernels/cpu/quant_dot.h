@@ -83,6 +83,9 @@ float pi_qd_dot_q4_0_q8_0x_ref(int64_t n, const void *x, const void *y);
 // pi_qd_dot_q4_0_q8_0x(n, w[k], y). pf: NULL or four rows (same length) to prefetch in step.
 void pi_qd_dot4_q4_0_q8_0x(int64_t n, const uint8_t *const w[4], const uint8_t *const pf[4],
                            const void *y, float out[4]);
+// One Q4_0 row against four q8_0x activation rows (any addresses): out[k] has the bits of
+// pi_qd_dot_q4_0_q8_0x(n, x, y[k]); on AVX2 the row's nibbles are unpacked once for the four.
+void pi_qd_dot_q4_0_q8_0x_t4(int64_t n, const void *x, const uint8_t *const y[4], float out[4]);
 float pi_qd_dot_q8_0_q8_0x(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q8_0_q8_0x_ref(int64_t n, const void *x, const void *y);
 float pi_qd_dot_q6_k_q8_k(int64_t n, const void *x, const void *y);

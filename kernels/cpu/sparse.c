@@ -1098,9 +1098,87 @@ static void ffn_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
     }
 }
 
+// A batch's neurons r0..r1 with Q4_0 up (and gate): per neuron, its active tokens go four at a
+// time through one row's dots (pi_qd_dot_q4_0_q8_0x_t4: the nibbles unpacked once for the four,
+// each token's value with the bits of one dot), first the gate, then the up row for the tokens
+// whose gate is > 0; the last 1-3 tokens take single dots.
+static void ffn_rows_q4_task(const ffn_ctx *c, int64_t r0, int64_t r1) {
+    const int64_t n = c->n_embd, n_ff = c->n_ff;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *gate = c->kind == 3 ? NULL : c->gate + (size_t) r * c->gate_row;
+        const uint8_t *up = c->up + (size_t) r * c->up_row;
+        const int hot = c->gpu_idx && c->gpu_idx[r];
+        int32_t gt[4], ut[4]; // tokens waiting for their gate / up dot
+        float ug[4];          // the gate values of ut
+        int ng = 0, nu = 0;
+        for (int64_t t = 0; t <= c->n_tokens; t++) {
+            const int last = t == c->n_tokens;
+            if (!last) {
+                c->act[t * n_ff + r] = 0.0f;
+                if (hot || !(c->pred[t * n_ff + r] >= c->threshold)) continue;
+                if (gate) {
+                    gt[ng++] = (int32_t) t;
+                } else {
+                    ut[nu] = (int32_t) t;
+                    ug[nu++] = 0.0f;
+                }
+            }
+            if (ng == 4 || (last && ng > 0)) { // gate dots, into the up queue where > 0
+                float g[4];
+                if (ng == 4) {
+                    const uint8_t *ys[4];
+                    for (int k = 0; k < 4; k++) ys[k] = c->xg + gt[k] * c->xg_row;
+                    pi_qd_dot_q4_0_q8_0x_t4(n, gate, ys, g);
+                } else {
+                    for (int k = 0; k < ng; k++) {
+                        g[k] = pi_qd_dot_q4_0_q8_0x(n, gate, c->xg + gt[k] * c->xg_row);
+                    }
+                }
+                for (int k = 0; k < ng; k++) {
+                    if (!(g[k] > 0.0f)) continue;
+                    ut[nu] = gt[k];
+                    ug[nu++] = g[k];
+                    if (nu == 4) { // (at most 4 waiting: flushed here as soon as full)
+                        const uint8_t *ys[4];
+                        float u[4];
+                        for (int q = 0; q < 4; q++) ys[q] = c->xu + ut[q] * c->xu_row;
+                        pi_qd_dot_q4_0_q8_0x_t4(n, up, ys, u);
+                        for (int q = 0; q < 4; q++) {
+                            c->act[ut[q] * n_ff + r] = ffn_gated(c->kind, ug[q], u[q]);
+                        }
+                        nu = 0;
+                    }
+                }
+                ng = 0;
+            }
+            if (nu == 4 || (last && nu > 0)) { // up dots (kind 3: ReLU(up))
+                float u[4];
+                if (nu == 4) {
+                    const uint8_t *ys[4];
+                    for (int q = 0; q < 4; q++) ys[q] = c->xu + ut[q] * c->xu_row;
+                    pi_qd_dot_q4_0_q8_0x_t4(n, up, ys, u);
+                } else {
+                    for (int q = 0; q < nu; q++) {
+                        u[q] = pi_qd_dot_q4_0_q8_0x(n, up, c->xu + ut[q] * c->xu_row);
+                    }
+                }
+                for (int q = 0; q < nu; q++) {
+                    c->act[ut[q] * n_ff + r] =
+                        gate ? ffn_gated(c->kind, ug[q], u[q]) : (u[q] > 0.0f ? u[q] : 0.0f);
+                }
+                nu = 0;
+            }
+        }
+    }
+}
+
 static void ffn_rows_task(void *vc, int64_t r0, int64_t r1, int thread_index) {
     (void) thread_index;
     const ffn_ctx *c = vc;
+    if (c->up_type == PI_TYPE_Q4_0 && (c->kind == 3 || c->gate_type == PI_TYPE_Q4_0)) {
+        ffn_rows_q4_task(c, r0, r1);
+        return;
+    }
     for (int64_t r = r0; r < r1; r++) {
         const int hot = c->gpu_idx && c->gpu_idx[r];
         for (int64_t t = 0; t < c->n_tokens; t++) {
