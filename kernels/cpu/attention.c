@@ -333,13 +333,15 @@ PI_TARGET_AVX2 static inline float softmax_exp_f16c(float d) {
     return round_f16_f16c(expf(_cvtsh_ss(h)));
 }
 
-// att_softmax's loop for the first cells, 8 at a time (the table exp in vectors, the f64 sum
-// still cell by cell in order; a masked cell adds +0, which leaves the sum as it is). Stops
-// before a group with a positive fp16 difference other than +0 (NaN scores), which the scalar
-// loop takes (expf). Returns the cells done.
+// att_softmax's loop for the first cells, 8 at a time (the table exp in vectors). Stops before a
+// group with a positive fp16 difference other than +0 (NaN scores), which the scalar loop takes
+// (expf). Returns the cells done. The f64 sum is exact in any order: every term is an fp16 value
+// in [0, 1], a multiple of 2^-24, so partial sums of fewer than 2^29 terms are multiples of 2^-24
+// below 2^29, which f64 holds exactly. So it adds in two vectors of four lanes, and gives the
+// bits of the reference's cell-by-cell sum.
 PI_TARGET_AVX2 static int64_t softmax8_f16c(float *score, float mx, int64_t n, double *sum) {
     const __m256 m = _mm256_set1_ps(mx), ninf = _mm256_set1_ps(-INFINITY);
-    double acc = *sum;
+    __m256d acc0 = _mm256_setzero_pd(), acc1 = _mm256_setzero_pd();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 x = _mm256_loadu_ps(score + i);
@@ -352,12 +354,12 @@ PI_TARGET_AVX2 static int64_t softmax8_f16c(float *score, float mx, int64_t n, d
         const __m256 e = _mm256_andnot_ps(_mm256_cmp_ps(x, ninf, _CMP_EQ_OQ),
                                           _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) ev)));
         _mm256_storeu_ps(score + i, e);
-        double d[8];
-        _mm256_storeu_pd(d, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-        _mm256_storeu_pd(d + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-        for (int k = 0; k < 8; k++) acc += d[k];
+        acc0 = _mm256_add_pd(acc0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        acc1 = _mm256_add_pd(acc1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
     }
-    *sum = acc;
+    const __m256d acc = _mm256_add_pd(acc0, acc1);
+    const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(acc), _mm256_extractf128_pd(acc, 1));
+    *sum += _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
     return i;
 }
 #endif
