@@ -315,6 +315,34 @@ export function bandwidthRead(buf: Uint8Array, nIters = 1): bigint {
   return sum[0]!;
 }
 
+/**
+ * Reads the listed rows (`rowBytes` each, a multiple of 8) of `buf` `nIters` times on all pool
+ * threads, as the sparse FFN gathers its active neurons' rows; returns the wrapping u64 sum of
+ * their words (bench only).
+ */
+export function bandwidthGather(
+  buf: Uint8Array,
+  rowBytes: number,
+  rows: Int32Array,
+  nIters = 1,
+): bigint {
+  assertCount("bandwidthGather nIters", nIters);
+  const sum = new BigUint64Array(1);
+  check(
+    "pi_bandwidth_gather",
+    openNative().pi_bandwidth_gather(
+      buf,
+      BigInt(buf.byteLength),
+      BigInt(rowBytes),
+      rows,
+      BigInt(rows.length),
+      nIters,
+      sum,
+    ),
+  );
+  return sum[0]!;
+}
+
 // ---- H-engine: rope.c, attention.c, activation.c ----
 
 /** RoPE in place on x `[nTokens, nHeads, headDim]`; mode 0 = adjacent pairs, 2 = NeoX halves. */

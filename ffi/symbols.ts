@@ -146,6 +146,18 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
+  pi_bandwidth_gather: {
+    parameters: [
+      "buffer", // const void *buf
+      "i64", // int64_t n_bytes
+      "i64", // int64_t row_bytes
+      "buffer", // const int32_t *rows
+      "i64", // int64_t n_rows
+      "i32", // int32_t n_iters
+      "buffer", // uint64_t *checksum (out, one u64)
+    ],
+    result: "i32",
+  },
   // ---- rope.c / attention.c / activation.c (H-engine) ----
   pi_rope_f32: {
     parameters: [

@@ -20,7 +20,7 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { bandwidthRead, physicalCores, setThreads } from "../ffi/ops.ts";
+import { bandwidthGather, bandwidthRead, physicalCores, setThreads } from "../ffi/ops.ts";
 import { MODEL_SHAPES, modelShape } from "../src/bench/make_model.ts";
 import { openGguf } from "../src/gguf/open.ts";
 import { loadModel } from "../src/model/model.ts";
@@ -47,6 +47,11 @@ interface BenchRow {
   /** Generation only: bytes one token reads, and the fraction of the roofline reached. */
   bytesPerToken?: number;
   roofline?: number;
+  /**
+   * Sparse generation only: the fraction reached of a roofline that reads the FFN's active rows
+   * at the measured gathered-read speed (and the other bytes at the streaming speed).
+   */
+  rooflineGathered?: number;
 }
 
 function stat(xs: number[]): Stat {
@@ -100,18 +105,67 @@ function tensorBytes(path: string) {
   return { always, ffn, output, embdRow, nLayer, nEmbdGqa, magic: file.magic };
 }
 
-/** Mean fraction of FFN neurons computed per token (sparse: measured through the profiler hook). */
-function measureActiveFraction(path: string, ids: number[]): number {
+/**
+ * Mean fraction of FFN neurons computed per token (sparse: measured through the profiler hook),
+ * and each token's active neurons per layer (`lists[token][layer]`, ascending).
+ */
+function measureActiveFraction(path: string, ids: number[]) {
   let fired = 0, total = 0;
+  const lists: Int32Array[][] = ids.map(() => []);
+  const seen = new Map<number, number>(); // layer -> tokens seen
   using model = loadModel(path, {
     nCtx: ids.length + 8,
-    onFfnActivation: (_l, active) => {
-      for (let j = 0; j < active.length; j++) fired += active[j]!;
+    onFfnActivation: (layer, active) => {
+      const rows: number[] = [];
+      for (let j = 0; j < active.length; j++) if (active[j]) rows.push(j);
+      fired += rows.length;
       total += active.length;
+      const t = seen.get(layer) ?? 0;
+      seen.set(layer, t + 1);
+      if (t < lists.length) lists[t]![layer] = Int32Array.from(rows);
     },
   });
   model.eval(ids);
-  return total ? fired / total : 1;
+  return { active: total ? fired / total : 1, lists };
+}
+
+/**
+ * Bytes/s of the sparse FFN's gathered read without its arithmetic: every token's active rows of
+ * each layer's up, gate and down_t, in the file's own mapping (huge pages where the model gets
+ * them), on `threads` threads; best of 3 passes over the tokens.
+ */
+function measureGatherBandwidth(path: string, lists: Int32Array[][], threads: number): number {
+  setThreads(threads);
+  using file = openGguf(path);
+  const mats = new Map<number, { data: Uint8Array; rowBytes: number }[]>();
+  for (const t of file.tensors) {
+    const m = /^blk\.(\d+)\.ffn_(up|gate|down_t)\.weight$/.exec(t.name);
+    if (!m) continue;
+    const layer = Number(m[1]);
+    const rowBytes = t.byteLength / t.ne[1]!;
+    if (!Number.isInteger(rowBytes) || rowBytes % 8 !== 0) return NaN;
+    mats.set(layer, [...(mats.get(layer) ?? []), { data: file.tensorData(t), rowBytes }]);
+  }
+  const pass = () => {
+    let bytes = 0;
+    for (const perLayer of lists) {
+      perLayer.forEach((rows, layer) => {
+        for (const { data, rowBytes } of mats.get(layer) ?? []) {
+          bandwidthGather(data, rowBytes, rows, 1);
+          bytes += rows.length * rowBytes;
+        }
+      });
+    }
+    return bytes;
+  };
+  pass();
+  let best = 0;
+  for (let r = 0; r < 3; r++) {
+    const t0 = performance.now();
+    const bytes = pass();
+    best = Math.max(best, bytes / ((performance.now() - t0) / 1000));
+  }
+  return best;
 }
 
 function measureBandwidth(threads: number): number {
@@ -285,7 +339,7 @@ async function bench(args: string[]): Promise<number> {
   // Bytes a generated token reads: weights it touches + one embedding row + its KV cache reads.
   const calib = Array.from({ length: 32 }, (_, i) => 300 + ((i * 7919) % 31000));
   const sparseBytes = tensorBytes(sparsePath);
-  const active = measureActiveFraction(sparsePath, calib);
+  const { active, lists: activeLists } = measureActiveFraction(sparsePath, calib);
   const kvBytes = (b: typeof sparseBytes) => 2 * 2 * b.nLayer * b.nEmbdGqa * (pp + tg / 2);
   const bytesPerToken = {
     sparse: sparseBytes.always + sparseBytes.output + sparseBytes.embdRow +
@@ -337,9 +391,21 @@ async function bench(args: string[]): Promise<number> {
   // after the runs (its 256 MiB buffer must not count in the benchmark's peak RSS)
   const rss = peakRss();
   const bandwidth = new Map(threadCounts.map((t) => [t, measureBandwidth(t)]));
+  const gatherBandwidth = new Map(
+    threadCounts.map((t) => [t, measureGatherBandwidth(sparsePath, activeLists, t)]),
+  );
+  // the sparse token's FFN bytes are rows gathered at `active` density: the time they need at
+  // the gathered read's speed, the rest at the streaming read's
+  const gatheredBytes = active * sparseBytes.ffn;
   for (const row of rows) {
     if (row.bytesPerToken !== undefined) {
-      row.roofline = (row.bytesPerToken * row.tokensPerSecond.mean) / bandwidth.get(row.threads)!;
+      const bw = bandwidth.get(row.threads)!;
+      row.roofline = (row.bytesPerToken * row.tokensPerSecond.mean) / bw;
+      const gbw = gatherBandwidth.get(row.threads)!;
+      if (row.mode === "sparse" && Number.isFinite(gbw)) {
+        row.rooflineGathered = row.tokensPerSecond.mean *
+          ((row.bytesPerToken - gatheredBytes) / bw + gatheredBytes / gbw);
+      }
     }
   }
   setThreads(0);
@@ -359,6 +425,9 @@ async function bench(args: string[]): Promise<number> {
         dense_pp: pick("dense", "pp", top),
         active_fraction: active,
         bandwidth_gbs: Object.fromEntries([...bandwidth].map(([t, b]) => [t, b / 1e9])),
+        gather_bandwidth_gbs: Object.fromEntries(
+          [...gatherBandwidth].map(([t, b]) => [t, b / 1e9]),
+        ),
         peak_rss_mib: rss.hwmMiB,
         rss_anon_mib: rss.anonMiB,
         huge_mapped_mib: hugeMappedMiB,
@@ -393,6 +462,15 @@ async function bench(args: string[]): Promise<number> {
       `sparse tg ${top} vs 1 thread: ${
         ratio(pick("sparse", "tg", top), pick("sparse", "tg", 1))
       }×. ` +
+      `Gathered FFN rows (each token's active rows, read without arithmetic): ${
+        threadCounts.map((t) =>
+          `${(gatherBandwidth.get(t)! / 1e9).toFixed(1)} GB/s at ${t} thread(s)`
+        ).join(", ")
+      }; with the FFN bytes at that speed, sparse tg reaches ${
+        rows.filter((r) => r.rooflineGathered !== undefined).map((r) =>
+          `${(r.rooflineGathered! * 100).toFixed(0)}% (${r.threads} thread(s))`
+        ).join(", ")
+      } of the roofline. ` +
       `Peak RSS ${rss.hwmMiB.toFixed(0)} MiB (anonymous ${
         rss.anonMiB.toFixed(0)
       } MiB; weights are mapped, ${hugeMappedMiB.toFixed(0)} MiB of them with 2 MiB pages).`,

@@ -1,7 +1,9 @@
 /*
- * bandwidth.c: a streaming-read kernel that measures the memory read roofline (bench only).
- * Each pool thread sums its contiguous slice of the buffer as u64 words (wrapping); the
- * checksum keeps the compiler from dropping the loads.
+ * bandwidth.c: read kernels that measure the memory read roofline (bench only). The streaming
+ * read: each pool thread sums its contiguous slice of the buffer as u64 words (wrapping). The
+ * gathered read: listed rows of a matrix, as the sparse FFN reads its active neurons' rows (each
+ * thread a run of the list, the row 4 ahead prefetched). The checksums keep the compiler from
+ * dropping the loads.
  */
 #include "pi_internal.h"
 
@@ -72,6 +74,66 @@ PI_API int pi_bandwidth_read(const void *buf, int64_t n_bytes, int32_t n_iters,
     for (int i = 0; i < 1024; i++) s += j.partial[i];
     const uint8_t *tail = (const uint8_t *)buf + j.n_words * 8;
     for (int64_t i = 0; i < n_bytes % 8; i++) s += tail[i] * (uint64_t)n_iters;
+    *checksum = s;
+    return PI_OK;
+}
+
+typedef struct {
+    const uint8_t *buf;
+    int64_t row_bytes;
+    const int32_t *rows;
+    int32_t n_iters;
+    uint64_t partial[1024];
+    int simd;
+} gather_job;
+
+static void gather_task(void *ctx, int64_t i0, int64_t i1, int thread_index) {
+    gather_job *j = ctx;
+    const int64_t words = j->row_bytes / 8;
+    uint64_t s = 0;
+    for (int32_t it = 0; it < j->n_iters; it++) {
+        for (int64_t i = i0; i < i1; i++) {
+            if (i + 4 < i1) {
+                const uint8_t *p = j->buf + (size_t)j->rows[i + 4] * (size_t)j->row_bytes;
+                for (int64_t off = 0; off < j->row_bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+            }
+            const uint64_t *p = (const uint64_t *)(j->buf + (size_t)j->rows[i] * (size_t)j->row_bytes);
+#if PI_X86
+            s += j->simd ? sum_avx2(p, words) : sum_ref(p, words);
+#else
+            s += sum_ref(p, words);
+#endif
+        }
+    }
+    j->partial[thread_index] += s;
+}
+
+PI_API int pi_bandwidth_gather(const void *buf, int64_t n_bytes, int64_t row_bytes,
+                               const int32_t *rows, int64_t n_rows, int32_t n_iters,
+                               uint64_t *checksum) {
+    const char *name = "pi_bandwidth_gather";
+    if (n_bytes < 0 || row_bytes <= 0 || row_bytes % 8 != 0 || n_rows < 0 || n_iters < 0) {
+        return PI_FAIL(PI_ERR_ARG, "%s: n_bytes %lld, row_bytes %lld (a positive multiple of 8), "
+                       "n_rows %lld, n_iters %d", name, (long long)n_bytes, (long long)row_bytes,
+                       (long long)n_rows, n_iters);
+    }
+    if (!checksum || (n_rows > 0 && (!buf || !rows))) return PI_FAIL(PI_ERR_ARG, "%s: NULL argument", name);
+    const int64_t n_rows_buf = n_bytes / row_bytes;
+    for (int64_t i = 0; i < n_rows; i++) {
+        if (rows[i] < 0 || rows[i] >= n_rows_buf) {
+            return PI_FAIL(PI_ERR_SHAPE, "%s: rows[%lld] = %d outside the %lld rows of the buffer",
+                           name, (long long)i, rows[i], (long long)n_rows_buf);
+        }
+    }
+    gather_job j = {0};
+    j.buf = buf;
+    j.row_bytes = row_bytes;
+    j.rows = rows;
+    j.n_iters = n_iters;
+    j.simd = pi_has_avx2();
+    pi_parallel_for(n_rows, 16, gather_task, &j);
+    uint64_t s = 0;
+    for (int i = 0; i < 1024; i++) s += j.partial[i];
     *checksum = s;
     return PI_OK;
 }
