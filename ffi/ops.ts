@@ -316,9 +316,9 @@ export function bandwidthRead(buf: Uint8Array, nIters = 1): bigint {
 }
 
 /**
- * Reads the listed rows (`rowBytes` each, a multiple of 8) of `buf` `nIters` times on all pool
- * threads, as the sparse FFN gathers its active neurons' rows; returns the wrapping u64 sum of
- * their words (bench only).
+ * Reads the listed rows (`rowBytes` each) of `buf` `nIters` times on all pool threads, as the
+ * sparse FFN gathers its active neurons' rows; returns the wrapping sum, per row, of its u64
+ * words and its last `rowBytes % 8` bytes (bench only).
  */
 export function bandwidthGather(
   buf: Uint8Array,

@@ -143,7 +143,7 @@ function measureGatherBandwidth(path: string, lists: Int32Array[][], threads: nu
     if (!m) continue;
     const layer = Number(m[1]);
     const rowBytes = t.byteLength / t.ne[1]!;
-    if (!Number.isInteger(rowBytes) || rowBytes % 8 !== 0) return NaN;
+    if (!Number.isInteger(rowBytes)) return NaN;
     mats.set(layer, [...(mats.get(layer) ?? []), { data: file.tensorData(t), rowBytes }]);
   }
   const pass = () => {
@@ -158,7 +158,7 @@ function measureGatherBandwidth(path: string, lists: Int32Array[][], threads: nu
     }
     return bytes;
   };
-  pass();
+  if (pass() === 0) return NaN; // no FFN rows to gather (not a sparse file)
   let best = 0;
   for (let r = 0; r < 3; r++) {
     const t0 = performance.now();
@@ -462,15 +462,17 @@ async function bench(args: string[]): Promise<number> {
       `sparse tg ${top} vs 1 thread: ${
         ratio(pick("sparse", "tg", top), pick("sparse", "tg", 1))
       }×. ` +
-      `Gathered FFN rows (each token's active rows, read without arithmetic): ${
-        threadCounts.map((t) =>
-          `${(gatherBandwidth.get(t)! / 1e9).toFixed(1)} GB/s at ${t} thread(s)`
-        ).join(", ")
-      }; with the FFN bytes at that speed, sparse tg reaches ${
-        rows.filter((r) => r.rooflineGathered !== undefined).map((r) =>
-          `${(r.rooflineGathered! * 100).toFixed(0)}% (${r.threads} thread(s))`
-        ).join(", ")
-      } of the roofline. ` +
+      (rows.some((r) => r.rooflineGathered !== undefined)
+        ? `Gathered FFN rows (each token's active rows, read without arithmetic): ${
+          threadCounts.map((t) =>
+            `${(gatherBandwidth.get(t)! / 1e9).toFixed(1)} GB/s at ${t} thread(s)`
+          ).join(", ")
+        }; with the FFN bytes at that speed, sparse tg reaches ${
+          rows.filter((r) => r.rooflineGathered !== undefined).map((r) =>
+            `${(r.rooflineGathered! * 100).toFixed(0)}% (${r.threads} thread(s))`
+          ).join(", ")
+        } of the roofline. `
+        : "") +
       `Peak RSS ${rss.hwmMiB.toFixed(0)} MiB (anonymous ${
         rss.anonMiB.toFixed(0)
       } MiB; weights are mapped, ${hugeMappedMiB.toFixed(0)} MiB of them with 2 MiB pages).`,

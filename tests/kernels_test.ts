@@ -301,27 +301,32 @@ for (const n of [0, 1, 7, 8, 33, 4095, 1 << 20]) {
   });
 }
 
-Deno.test("pi_bandwidth_gather sums the listed rows like a TS u64 sum, on 1 and 2 threads", () => {
-  const rowBytes = 1152, nRows = 300;
-  const rnd = seededRandom(99);
-  const buf = Uint8Array.from({ length: rowBytes * nRows }, () => (rnd() * 256) | 0);
-  // scattered and repeated rows, not in order, and an empty list
-  const rows = Int32Array.from({ length: 97 }, () => Math.floor(rnd() * nRows));
-  const words = new BigUint64Array(buf.buffer);
-  let want = 0n;
-  for (const r of rows) {
-    for (let w = (r * rowBytes) / 8; w < ((r + 1) * rowBytes) / 8; w++) want += words[w]!;
-  }
-  for (const threads of [1, 2]) {
-    setThreads(threads);
-    strictEqual(bandwidthGather(buf, rowBytes, rows, 2), (want * 2n) & 0xffffffffffffffffn);
-    strictEqual(bandwidthGather(buf, rowBytes, new Int32Array(0), 2), 0n);
-  }
-  setThreads(0);
-  throws(() => bandwidthGather(buf, rowBytes, Int32Array.of(0, nRows)), /outside the 300 rows/);
-  throws(() => bandwidthGather(buf, rowBytes, Int32Array.of(-1)), /outside/);
-  throws(() => bandwidthGather(buf, 1004, rows), /multiple of 8/);
-});
+// rows of a Q4_0 matrix 2048 wide (1152 bytes) and 64 wide (36 bytes: unaligned words and a tail)
+for (const rowBytes of [1152, 36]) {
+  Deno.test(`pi_bandwidth_gather sums listed ${rowBytes}-byte rows like TS, on 1 and 2 threads`, () => {
+    const nRows = 300;
+    const rnd = seededRandom(rowBytes);
+    const buf = Uint8Array.from({ length: rowBytes * nRows }, () => (rnd() * 256) | 0);
+    // scattered and repeated rows, not in order, and an empty list
+    const rows = Int32Array.from({ length: 97 }, () => Math.floor(rnd() * nRows));
+    const view = new DataView(buf.buffer);
+    let want = 0n;
+    for (const r of rows) {
+      const start = r * rowBytes, words = Math.floor(rowBytes / 8);
+      for (let w = 0; w < words; w++) want += view.getBigUint64(start + w * 8, true);
+      for (let i = start + words * 8; i < start + rowBytes; i++) want += BigInt(buf[i]!);
+    }
+    for (const threads of [1, 2]) {
+      setThreads(threads);
+      strictEqual(bandwidthGather(buf, rowBytes, rows, 2), (want * 2n) & 0xffffffffffffffffn);
+      strictEqual(bandwidthGather(buf, rowBytes, new Int32Array(0), 2), 0n);
+    }
+    setThreads(0);
+    throws(() => bandwidthGather(buf, rowBytes, Int32Array.of(0, nRows)), /outside the 300 rows/);
+    throws(() => bandwidthGather(buf, rowBytes, Int32Array.of(-1)), /outside/);
+    throws(() => bandwidthGather(buf, 0, rows), /row_bytes 0/);
+  });
+}
 
 // ---- CUDA (kernels/cuda): the same comparisons, only where a GPU and the CUDA build exist ----
 

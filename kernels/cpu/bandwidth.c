@@ -7,6 +7,8 @@
  */
 #include "pi_internal.h"
 
+#include <string.h>
+
 typedef struct {
     const uint8_t *buf;
     int64_t n_words; /* 8-byte words */
@@ -87,9 +89,30 @@ typedef struct {
     int simd;
 } gather_job;
 
+/* One row: its u64 words (unaligned ones through memcpy), then its last row_bytes % 8 bytes. */
+static uint64_t sum_row(const uint8_t *p, int64_t n, int simd) {
+    const int64_t words = n / 8;
+    uint64_t s = 0;
+    if ((uintptr_t)p % 8 == 0) {
+#if PI_X86
+        s = simd ? sum_avx2((const uint64_t *)p, words) : sum_ref((const uint64_t *)p, words);
+#else
+        (void)simd;
+        s = sum_ref((const uint64_t *)p, words);
+#endif
+    } else {
+        for (int64_t w = 0; w < words; w++) {
+            uint64_t v;
+            memcpy(&v, p + w * 8, 8);
+            s += v;
+        }
+    }
+    for (int64_t i = words * 8; i < n; i++) s += p[i];
+    return s;
+}
+
 static void gather_task(void *ctx, int64_t i0, int64_t i1, int thread_index) {
     gather_job *j = ctx;
-    const int64_t words = j->row_bytes / 8;
     uint64_t s = 0;
     for (int32_t it = 0; it < j->n_iters; it++) {
         for (int64_t i = i0; i < i1; i++) {
@@ -97,12 +120,7 @@ static void gather_task(void *ctx, int64_t i0, int64_t i1, int thread_index) {
                 const uint8_t *p = j->buf + (size_t)j->rows[i + 4] * (size_t)j->row_bytes;
                 for (int64_t off = 0; off < j->row_bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
             }
-            const uint64_t *p = (const uint64_t *)(j->buf + (size_t)j->rows[i] * (size_t)j->row_bytes);
-#if PI_X86
-            s += j->simd ? sum_avx2(p, words) : sum_ref(p, words);
-#else
-            s += sum_ref(p, words);
-#endif
+            s += sum_row(j->buf + (size_t)j->rows[i] * (size_t)j->row_bytes, j->row_bytes, j->simd);
         }
     }
     j->partial[thread_index] += s;
@@ -112,10 +130,9 @@ PI_API int pi_bandwidth_gather(const void *buf, int64_t n_bytes, int64_t row_byt
                                const int32_t *rows, int64_t n_rows, int32_t n_iters,
                                uint64_t *checksum) {
     const char *name = "pi_bandwidth_gather";
-    if (n_bytes < 0 || row_bytes <= 0 || row_bytes % 8 != 0 || n_rows < 0 || n_iters < 0) {
-        return PI_FAIL(PI_ERR_ARG, "%s: n_bytes %lld, row_bytes %lld (a positive multiple of 8), "
-                       "n_rows %lld, n_iters %d", name, (long long)n_bytes, (long long)row_bytes,
-                       (long long)n_rows, n_iters);
+    if (n_bytes < 0 || row_bytes <= 0 || n_rows < 0 || n_iters < 0) {
+        return PI_FAIL(PI_ERR_ARG, "%s: n_bytes %lld, row_bytes %lld, n_rows %lld, n_iters %d",
+                       name, (long long)n_bytes, (long long)row_bytes, (long long)n_rows, n_iters);
     }
     if (!checksum || (n_rows > 0 && (!buf || !rows))) return PI_FAIL(PI_ERR_ARG, "%s: NULL argument", name);
     const int64_t n_rows_buf = n_bytes / row_bytes;
