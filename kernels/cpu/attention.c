@@ -372,7 +372,8 @@ __attribute__((always_inline)) static inline void att_softmax(const att_ctx *c, 
     double sum = 0.0;
     int64_t s = 0;
 #if PI_X86
-    if (c->avx2) s = softmax8_f16c(score, mx, n_kv, &sum);
+    // (its sum in any order is exact below 2^29 cells)
+    if (c->avx2 && n_kv < ((int64_t) 1 << 29)) s = softmax8_f16c(score, mx, n_kv, &sum);
 #endif
     for (; s < n_kv; s++) {
         if (score[s] == -INFINITY) {
