@@ -118,9 +118,12 @@ static void gather_task(void *ctx, int64_t i0, int64_t i1, int thread_index) {
         for (int64_t i = i0; i < i1; i++) {
             if (i + 4 < i1) {
                 const uint8_t *p = j->buf + (size_t)j->rows[i + 4] * (size_t)j->row_bytes;
-                for (int64_t off = 0; off < j->row_bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+                for (int64_t off = 0; off < j->row_bytes; off += 64) {
+                    __builtin_prefetch(p + off, 0, 3);
+                }
             }
-            s += sum_row(j->buf + (size_t)j->rows[i] * (size_t)j->row_bytes, j->row_bytes, j->simd);
+            const uint8_t *row = j->buf + (size_t)j->rows[i] * (size_t)j->row_bytes;
+            s += sum_row(row, j->row_bytes, j->simd);
         }
     }
     j->partial[thread_index] += s;
@@ -134,7 +137,9 @@ PI_API int pi_bandwidth_gather(const void *buf, int64_t n_bytes, int64_t row_byt
         return PI_FAIL(PI_ERR_ARG, "%s: n_bytes %lld, row_bytes %lld, n_rows %lld, n_iters %d",
                        name, (long long)n_bytes, (long long)row_bytes, (long long)n_rows, n_iters);
     }
-    if (!checksum || (n_rows > 0 && (!buf || !rows))) return PI_FAIL(PI_ERR_ARG, "%s: NULL argument", name);
+    if (!checksum || (n_rows > 0 && (!buf || !rows))) {
+        return PI_FAIL(PI_ERR_ARG, "%s: NULL argument", name);
+    }
     const int64_t n_rows_buf = n_bytes / row_bytes;
     for (int64_t i = 0; i < n_rows; i++) {
         if (rows[i] < 0 || rows[i] >= n_rows_buf) {
