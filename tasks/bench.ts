@@ -3,6 +3,10 @@
  * generation (tg) tokens/s, mean ± sd over repetitions, 1 and all threads, sparse (PWRI with its
  * predictor) vs dense (the same weights with every FFN neuron computed), and the fraction of the
  * memory-read roofline reached by generation (bytes the token touches ÷ measured bandwidth).
+ * The sparse token's FFN bytes are scattered rows, which one core reads more slowly than a
+ * stream: the bench also measures that gathered read (each calibration token's active rows of
+ * every layer, in the model file's own mapping, without arithmetic) and reports the roofline
+ * with the FFN bytes at that speed (`rooflineGathered`, `gather_bandwidth_gbs` in `--json`).
  *
  * ```
  * deno task bench --shape tinyllama-1.1b [--type q4_0|f16] [--sparsity 0.87] [--seed 1]
