@@ -316,14 +316,14 @@ export function bandwidthRead(buf: Uint8Array, nIters = 1): bigint {
 }
 
 /**
- * Reads the listed rows (`rowBytes` each) of `buf` `nIters` times on all pool threads, as the
- * sparse FFN gathers its active neurons' rows; returns the wrapping sum, per row, of its u64
- * words and its last `rowBytes % 8` bytes (bench only).
+ * Reads the rows of `rowBytes` bytes that start at the byte `offsets` of `buf`, `nIters` times on
+ * all pool threads, as the sparse FFN gathers its active neurons' rows; returns the wrapping sum,
+ * per row, of its u64 words and its last `rowBytes % 8` bytes (bench only).
  */
 export function bandwidthGather(
   buf: Uint8Array,
   rowBytes: number,
-  rows: Int32Array,
+  offsets: BigInt64Array,
   nIters = 1,
 ): bigint {
   assertCount("bandwidthGather nIters", nIters);
@@ -334,8 +334,8 @@ export function bandwidthGather(
       buf,
       BigInt(buf.byteLength),
       BigInt(rowBytes),
-      rows,
-      BigInt(rows.length),
+      offsets,
+      BigInt(offsets.length),
       nIters,
       sum,
     ),

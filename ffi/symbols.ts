@@ -151,7 +151,7 @@ export const SYMBOLS = {
       "buffer", // const void *buf
       "i64", // int64_t n_bytes
       "i64", // int64_t row_bytes
-      "buffer", // const int32_t *rows
+      "buffer", // const int64_t *offsets
       "i64", // int64_t n_rows
       "i32", // int32_t n_iters
       "buffer", // uint64_t *checksum (out, one u64)

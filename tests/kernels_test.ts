@@ -306,25 +306,29 @@ for (const rowBytes of [1152, 36]) {
   Deno.test(`pi_bandwidth_gather sums listed ${rowBytes}-byte rows like TS, on 1 and 2 threads`, () => {
     const nRows = 300;
     const rnd = seededRandom(rowBytes);
-    const buf = Uint8Array.from({ length: rowBytes * nRows }, () => (rnd() * 256) | 0);
-    // scattered and repeated rows, not in order, and an empty list
-    const rows = Int32Array.from({ length: 97 }, () => Math.floor(rnd() * nRows));
+    const buf = Uint8Array.from({ length: rowBytes * nRows + 5 }, () => (rnd() * 256) | 0);
+    // scattered and repeated rows, not in order, one at an odd offset, one ending at the buffer's
+    // end; and an empty list
+    const rows = Array.from({ length: 97 }, () => Math.floor(rnd() * nRows) * rowBytes);
+    rows.push(3, buf.length - rowBytes);
+    const offsets = BigInt64Array.from(rows, BigInt);
     const view = new DataView(buf.buffer);
     let want = 0n;
-    for (const r of rows) {
-      const start = r * rowBytes, words = Math.floor(rowBytes / 8);
+    for (const start of rows) {
+      const words = Math.floor(rowBytes / 8);
       for (let w = 0; w < words; w++) want += view.getBigUint64(start + w * 8, true);
       for (let i = start + words * 8; i < start + rowBytes; i++) want += BigInt(buf[i]!);
     }
     for (const threads of [1, 2]) {
       setThreads(threads);
-      strictEqual(bandwidthGather(buf, rowBytes, rows, 2), (want * 2n) & 0xffffffffffffffffn);
-      strictEqual(bandwidthGather(buf, rowBytes, new Int32Array(0), 2), 0n);
+      strictEqual(bandwidthGather(buf, rowBytes, offsets, 2), (want * 2n) & 0xffffffffffffffffn);
+      strictEqual(bandwidthGather(buf, rowBytes, new BigInt64Array(0), 2), 0n);
     }
     setThreads(0);
-    throws(() => bandwidthGather(buf, rowBytes, Int32Array.of(0, nRows)), /outside the 300 rows/);
-    throws(() => bandwidthGather(buf, rowBytes, Int32Array.of(-1)), /outside/);
-    throws(() => bandwidthGather(buf, 0, rows), /row_bytes 0/);
+    const end = BigInt(buf.length - rowBytes + 1);
+    throws(() => bandwidthGather(buf, rowBytes, BigInt64Array.of(0n, end)), /end outside/);
+    throws(() => bandwidthGather(buf, rowBytes, BigInt64Array.of(-1n)), /end outside/);
+    throws(() => bandwidthGather(buf, 0, offsets), /row_bytes 0/);
   });
 }
 

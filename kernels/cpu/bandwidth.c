@@ -83,7 +83,7 @@ PI_API int pi_bandwidth_read(const void *buf, int64_t n_bytes, int32_t n_iters,
 typedef struct {
     const uint8_t *buf;
     int64_t row_bytes;
-    const int32_t *rows;
+    const int64_t *offsets;
     int32_t n_iters;
     uint64_t partial[1024];
     int simd;
@@ -117,12 +117,12 @@ static void gather_task(void *ctx, int64_t i0, int64_t i1, int thread_index) {
     for (int32_t it = 0; it < j->n_iters; it++) {
         for (int64_t i = i0; i < i1; i++) {
             if (i + 4 < i1) {
-                const uint8_t *p = j->buf + (size_t)j->rows[i + 4] * (size_t)j->row_bytes;
+                const uint8_t *p = j->buf + j->offsets[i + 4];
                 for (int64_t off = 0; off < j->row_bytes; off += 64) {
                     __builtin_prefetch(p + off, 0, 3);
                 }
             }
-            const uint8_t *row = j->buf + (size_t)j->rows[i] * (size_t)j->row_bytes;
+            const uint8_t *row = j->buf + j->offsets[i];
             s += sum_row(row, j->row_bytes, j->simd);
         }
     }
@@ -130,27 +130,27 @@ static void gather_task(void *ctx, int64_t i0, int64_t i1, int thread_index) {
 }
 
 PI_API int pi_bandwidth_gather(const void *buf, int64_t n_bytes, int64_t row_bytes,
-                               const int32_t *rows, int64_t n_rows, int32_t n_iters,
+                               const int64_t *offsets, int64_t n_rows, int32_t n_iters,
                                uint64_t *checksum) {
     const char *name = "pi_bandwidth_gather";
     if (n_bytes < 0 || row_bytes <= 0 || n_rows < 0 || n_iters < 0) {
         return PI_FAIL(PI_ERR_ARG, "%s: n_bytes %lld, row_bytes %lld, n_rows %lld, n_iters %d",
                        name, (long long)n_bytes, (long long)row_bytes, (long long)n_rows, n_iters);
     }
-    if (!checksum || (n_rows > 0 && (!buf || !rows))) {
+    if (!checksum || (n_rows > 0 && (!buf || !offsets))) {
         return PI_FAIL(PI_ERR_ARG, "%s: NULL argument", name);
     }
-    const int64_t n_rows_buf = n_bytes / row_bytes;
     for (int64_t i = 0; i < n_rows; i++) {
-        if (rows[i] < 0 || rows[i] >= n_rows_buf) {
-            return PI_FAIL(PI_ERR_SHAPE, "%s: rows[%lld] = %d outside the %lld rows of the buffer",
-                           name, (long long)i, rows[i], (long long)n_rows_buf);
+        if (offsets[i] < 0 || offsets[i] > n_bytes - row_bytes) {
+            return PI_FAIL(PI_ERR_SHAPE, "%s: row %lld at byte %lld: its %lld bytes end outside "
+                           "the %lld-byte buffer", name, (long long)i, (long long)offsets[i],
+                           (long long)row_bytes, (long long)n_bytes);
         }
     }
     gather_job j = {0};
     j.buf = buf;
     j.row_bytes = row_bytes;
-    j.rows = rows;
+    j.offsets = offsets;
     j.n_iters = n_iters;
     j.simd = pi_has_avx2();
     pi_parallel_for(n_rows, 16, gather_task, &j);

@@ -92,11 +92,11 @@ PI_API int pi_matmul_ref(float *out, const void *w, int32_t type, int64_t n_rows
 /* Reads n_bytes of buf n_iters times on all pool threads; *checksum = wrapping u64 sum. */
 PI_API int pi_bandwidth_read(const void *buf, int64_t n_bytes, int32_t n_iters,
                              uint64_t *checksum);
-/* Sums the n_rows listed rows of row_bytes bytes of buf, n_iters times (per row: its u64 words,
- * then its last row_bytes % 8 bytes; wrapping): the sparse FFN's gathered read without its
- * arithmetic (bench only). */
+/* Sums the n_rows rows of row_bytes bytes that start at the byte offsets given (each inside
+ * buf), n_iters times (per row: its u64 words, then its last row_bytes % 8 bytes; wrapping): the
+ * sparse FFN's gathered read without its arithmetic (bench only). */
 PI_API int pi_bandwidth_gather(const void *buf, int64_t n_bytes, int64_t row_bytes,
-                               const int32_t *rows, int64_t n_rows, int32_t n_iters,
+                               const int64_t *offsets, int64_t n_rows, int32_t n_iters,
                                uint64_t *checksum);
 
 /* ---- quant_dot.c (H-speed; shared/spec/q4_0.md §3-§4) ---- */
