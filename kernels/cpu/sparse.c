@@ -1098,12 +1098,36 @@ static void ffn_list_task(void *vc, int64_t i0, int64_t i1, int thread_index) {
     }
 }
 
+// The dots of one Q4_0 row with the q8_0x rows x + tok[k]·xrow of m <= 4 tokens: four at once
+// through pi_qd_dot_q4_0_q8_0x_t4 (the nibbles unpacked once), fewer one by one; the same bits.
+static void q4_row_dots(int64_t n, const uint8_t *row, const uint8_t *x, size_t xrow,
+                        const int32_t *tok, int m, float *out) {
+    if (m == 4) {
+        const uint8_t *ys[4];
+        for (int k = 0; k < 4; k++) ys[k] = x + (size_t) tok[k] * xrow;
+        pi_qd_dot_q4_0_q8_0x_t4(n, row, ys, out);
+        return;
+    }
+    for (int k = 0; k < m; k++) out[k] = pi_qd_dot_q4_0_q8_0x(n, row, x + (size_t) tok[k] * xrow);
+}
+
+// Neuron r's up dots for the m <= 4 waiting tokens ut, into act: gated by their gate values ug,
+// or ReLU(up) without a gate (kind 3).
+static void ffn_up_flush(const ffn_ctx *c, const uint8_t *up, int gated, int64_t r,
+                         const int32_t *ut, const float *ug, int m) {
+    float u[4];
+    q4_row_dots(c->n_embd, up, c->xu, c->xu_row, ut, m, u);
+    for (int q = 0; q < m; q++) {
+        c->act[ut[q] * c->n_ff + r] =
+            gated ? ffn_gated(c->kind, ug[q], u[q]) : (u[q] > 0.0f ? u[q] : 0.0f);
+    }
+}
+
 // A batch's neurons r0..r1 with Q4_0 up (and gate): per neuron, its active tokens go four at a
-// time through one row's dots (pi_qd_dot_q4_0_q8_0x_t4: the nibbles unpacked once for the four,
-// each token's value with the bits of one dot), first the gate, then the up row for the tokens
-// whose gate is > 0; the last 1-3 tokens take single dots.
+// time through one row's dots (q4_row_dots), first the gate, then the up row for the tokens whose
+// gate is > 0; the last 1-3 tokens take single dots.
 static void ffn_rows_q4_task(const ffn_ctx *c, int64_t r0, int64_t r1) {
-    const int64_t n = c->n_embd, n_ff = c->n_ff;
+    const int64_t n_ff = c->n_ff;
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *gate = c->kind == 3 ? NULL : c->gate + (size_t) r * c->gate_row;
         const uint8_t *up = c->up + (size_t) r * c->up_row;
@@ -1125,47 +1149,20 @@ static void ffn_rows_q4_task(const ffn_ctx *c, int64_t r0, int64_t r1) {
             }
             if (ng == 4 || (last && ng > 0)) { // gate dots, into the up queue where > 0
                 float g[4];
-                if (ng == 4) {
-                    const uint8_t *ys[4];
-                    for (int k = 0; k < 4; k++) ys[k] = c->xg + gt[k] * c->xg_row;
-                    pi_qd_dot_q4_0_q8_0x_t4(n, gate, ys, g);
-                } else {
-                    for (int k = 0; k < ng; k++) {
-                        g[k] = pi_qd_dot_q4_0_q8_0x(n, gate, c->xg + gt[k] * c->xg_row);
-                    }
-                }
+                q4_row_dots(c->n_embd, gate, c->xg, c->xg_row, gt, ng, g);
                 for (int k = 0; k < ng; k++) {
                     if (!(g[k] > 0.0f)) continue;
                     ut[nu] = gt[k];
                     ug[nu++] = g[k];
-                    if (nu == 4) { // (at most 4 waiting: flushed here as soon as full)
-                        const uint8_t *ys[4];
-                        float u[4];
-                        for (int q = 0; q < 4; q++) ys[q] = c->xu + ut[q] * c->xu_row;
-                        pi_qd_dot_q4_0_q8_0x_t4(n, up, ys, u);
-                        for (int q = 0; q < 4; q++) {
-                            c->act[ut[q] * n_ff + r] = ffn_gated(c->kind, ug[q], u[q]);
-                        }
+                    if (nu == 4) { // (at most 4 waiting: flushed as soon as full)
+                        ffn_up_flush(c, up, 1, r, ut, ug, 4);
                         nu = 0;
                     }
                 }
                 ng = 0;
             }
-            if (nu == 4 || (last && nu > 0)) { // up dots (kind 3: ReLU(up))
-                float u[4];
-                if (nu == 4) {
-                    const uint8_t *ys[4];
-                    for (int q = 0; q < 4; q++) ys[q] = c->xu + ut[q] * c->xu_row;
-                    pi_qd_dot_q4_0_q8_0x_t4(n, up, ys, u);
-                } else {
-                    for (int q = 0; q < nu; q++) {
-                        u[q] = pi_qd_dot_q4_0_q8_0x(n, up, c->xu + ut[q] * c->xu_row);
-                    }
-                }
-                for (int q = 0; q < nu; q++) {
-                    c->act[ut[q] * n_ff + r] =
-                        gate ? ffn_gated(c->kind, ug[q], u[q]) : (u[q] > 0.0f ? u[q] : 0.0f);
-                }
+            if (nu == 4 || (last && nu > 0)) {
+                ffn_up_flush(c, up, gate != NULL, r, ut, ug, nu);
                 nu = 0;
             }
         }
