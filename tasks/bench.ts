@@ -134,13 +134,29 @@ function measureActiveFraction(path: string, ids: number[]) {
   return { active: total ? fired / total : 1, lists };
 }
 
+/** Bytes/s of `pass` (which reads `bytes`): one warm-up pass, then the best of 3. */
+function bestRate(bytes: number, pass: () => void): number {
+  pass();
+  let best = 0;
+  for (let r = 0; r < 3; r++) {
+    const t0 = performance.now();
+    pass();
+    best = Math.max(best, bytes / ((performance.now() - t0) / 1000));
+  }
+  return best;
+}
+
 /**
- * Bytes/s of the sparse FFN's gathered read without its arithmetic: every token's active rows of
- * each layer's up, gate and down_t, in the file's own mapping (huge pages where the model gets
- * them), on `threads` threads; best of 3 passes over the tokens.
+ * Bytes/s of the sparse FFN's gathered read without its arithmetic, per thread count: every
+ * token's active rows of each layer's up, gate and down_t, in the file's own mapping (huge pages
+ * where the model gets them); NaN for a file without such rows.
  */
-function measureGatherBandwidth(path: string, lists: Int32Array[][], threads: number): number {
-  setThreads(threads);
+function measureGatherBandwidth(
+  path: string,
+  lists: Int32Array[][],
+  threadCounts: number[],
+): Map<number, number> {
+  const none = new Map(threadCounts.map((t) => [t, NaN]));
   using file = openGguf(path);
   // every FFN matrix is a view into the one mapping of the file: its rows as byte offsets there
   const mats = new Map<number, { start: number; rowBytes: number }[]>();
@@ -150,7 +166,7 @@ function measureGatherBandwidth(path: string, lists: Int32Array[][], threads: nu
     if (!m) continue;
     const layer = Number(m[1]);
     const rowBytes = t.byteLength / t.ne[1]!;
-    if (!Number.isInteger(rowBytes)) return NaN;
+    if (!Number.isInteger(rowBytes)) return none;
     const data = file.tensorData(t);
     mapping ??= new Uint8Array(data.buffer);
     mats.set(layer, [...(mats.get(layer) ?? []), { start: data.byteOffset, rowBytes }]);
@@ -167,38 +183,32 @@ function measureGatherBandwidth(path: string, lists: Int32Array[][], threads: nu
       }
     });
   }
-  if (!mapping || offsets.size === 0) return NaN; // no FFN rows to gather (not a sparse file)
+  if (!mapping || offsets.size === 0) return none; // no FFN rows to gather (not a sparse file)
   const buf = mapping;
   const calls = [...offsets].map(([rowBytes, list]) => ({
     rowBytes,
     offsets: BigInt64Array.from(list),
   }));
   const bytes = calls.reduce((sum, c) => sum + c.rowBytes * c.offsets.length, 0);
-  const pass = () => {
-    for (const c of calls) bandwidthGather(buf, c.rowBytes, c.offsets, 1);
-  };
-  pass();
-  let best = 0;
-  for (let r = 0; r < 3; r++) {
-    const t0 = performance.now();
-    pass();
-    best = Math.max(best, bytes / ((performance.now() - t0) / 1000));
-  }
-  return best;
+  return new Map(threadCounts.map((t) => {
+    setThreads(t);
+    return [
+      t,
+      bestRate(bytes, () => {
+        for (const c of calls) bandwidthGather(buf, c.rowBytes, c.offsets, 1);
+      }),
+    ];
+  }));
 }
 
-function measureBandwidth(threads: number): number {
-  setThreads(threads);
+/** Bytes/s of a streaming read of a 256 MiB buffer, per thread count. */
+function measureBandwidth(threadCounts: number[]): Map<number, number> {
   const buf = new Uint8Array(256 * 2 ** 20);
   buf.fill(1);
-  bandwidthRead(buf, 1);
-  const best: number[] = [];
-  for (let r = 0; r < 3; r++) {
-    const t0 = performance.now();
-    bandwidthRead(buf, 2);
-    best.push((2 * buf.byteLength) / ((performance.now() - t0) / 1000));
-  }
-  return Math.max(...best);
+  return new Map(threadCounts.map((t) => {
+    setThreads(t);
+    return [t, bestRate(2 * buf.byteLength, () => bandwidthRead(buf, 2))];
+  }));
 }
 
 interface RunSpec {
@@ -409,10 +419,8 @@ async function bench(args: string[]): Promise<number> {
   });
   // after the runs (its 256 MiB buffer must not count in the benchmark's peak RSS)
   const rss = peakRss();
-  const bandwidth = new Map(threadCounts.map((t) => [t, measureBandwidth(t)]));
-  const gatherBandwidth = new Map(
-    threadCounts.map((t) => [t, measureGatherBandwidth(sparsePath, activeLists, t)]),
-  );
+  const bandwidth = measureBandwidth(threadCounts);
+  const gatherBandwidth = measureGatherBandwidth(sparsePath, activeLists, threadCounts);
   // the sparse token's FFN bytes are rows gathered at `active` density: the time they need at
   // the gathered read's speed, the rest at the streaming read's
   const gatheredBytes = active * sparseBytes.ffn;
